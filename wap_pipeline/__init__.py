@@ -1,0 +1,1 @@
+"""wap-pipeline: SQS -> Firehose -> S3 -> Iceberg (raw -> standardized -> curated) with Write-Audit-Publish."""

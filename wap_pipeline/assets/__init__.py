@@ -1,0 +1,1 @@
+"""The three table layers as Dagster assets."""

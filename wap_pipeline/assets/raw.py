@@ -1,0 +1,66 @@
+"""raw/events: every landed record of the batch, as it came, plus lineage."""
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+
+from wap_pipeline.assets.common import guarded_by_breaker
+from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA
+from wap_pipeline.ingest.landing import read_manifest
+from wap_pipeline.partitions import landing_batches
+from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.rules.envelope import raw_rows
+
+RAW_KEY = AssetKey(["raw", "events"])
+
+
+@asset(
+    key=RAW_KEY,
+    partitions_def=landing_batches,
+    group_name="ingestion",
+    owners=["team:data-platform"],
+    kinds={"iceberg", "s3"},
+    description=(
+        "Every record Firehose landed in S3 for the batch, kept as it came (body verbatim) with its "
+        "lineage: SQS message ids, landing file and line, ingestion time. Append-only; one commit per batch."
+    ),
+)
+def raw_events(
+    context: AssetExecutionContext,
+    aws: AwsResource,
+    catalog: IcebergCatalogResource,
+    breaker: CircuitBreakerResource,
+) -> MaterializeResult:
+    batch_id = wap.validate_batch_id(context.partition_key)
+    with guarded_by_breaker(context, breaker):
+        table = catalog.tables()["raw"]
+        already = wap.published_snapshot(table, batch_id)
+        if already is not None:
+            context.log.info(
+                f"batch {batch_id} is already in raw (snapshot {already.snapshot_id}); nothing to do"
+            )
+            return MaterializeResult(metadata={"batch_id": batch_id, "rows": 0, "already_loaded": True})
+        settings = aws.settings()
+        s3 = aws.client("s3")
+        manifest = read_manifest(s3, settings.landing_bucket, settings.manifests_prefix, batch_id)
+        ingested_at = datetime.now(UTC)
+        rows: list[dict] = []
+        for landed in manifest.files:
+            data = s3.get_object(Bucket=settings.landing_bucket, Key=landed.key)["Body"].read()
+            rows.extend(raw_rows(data, landed.key, batch_id, ingested_at))
+        arrow = pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow())
+        table.append(
+            arrow,
+            snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: manifest.bookmark},
+        )
+        return MaterializeResult(
+            metadata={
+                "batch_id": batch_id,
+                "rows": arrow.num_rows,
+                "files": len(manifest.files),
+                "bytes": sum(f.size for f in manifest.files),
+                "bookmark": manifest.bookmark,
+            }
+        )

@@ -1,0 +1,187 @@
+"""standardized/events: typed, audited rows, published by Write-Audit-Publish in one step.
+
+1. fail fast on a RED breaker (before reading anything);
+2. read the batch from raw, mask quarantined records (unless replays), parse into the table's
+   typed schema -- a schema mismatch stops here, naming the fields;
+3. tag CDE violations (rows are tagged, not dropped);
+4. WRITE to a new branch ``audit_batch_<id>`` (or ``..._retry_<n>``) created at main's head, with
+   the batch id and ingest bookmark in the snapshot summary;
+5. AUDIT the batch's rows on the branch: the blocking ``audit`` check;
+6. PUBLISH by fast-forwarding main to the branch -- data and bookmark in one atomic ref update.
+
+A failed audit abandons the branch (kept, retention recorded), trips the breaker and fails the step
+without recording a materialization, so downstream assets do not run.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from wap_pipeline.assets.common import guarded_by_breaker
+from wap_pipeline.assets.raw import RAW_KEY
+from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
+from wap_pipeline.partitions import landing_batches
+from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource, QuarantineResource
+from wap_pipeline.rules.audit import AuditResult, count_invalid, tag_invalid
+from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
+from wap_pipeline.settings import Settings
+
+STANDARDIZED_KEY = AssetKey(["standardized", "events"])
+AUDIT_CHECK = "audit"
+
+
+def recovery_commands(batch_id: str, sample_ids: list[str]) -> str:
+    example = sample_ids[0] if sample_ids else "<event_id>"
+    return (
+        f"1. inspect the offending records: data-patcher inspect <landing file of batch {batch_id}>\n"
+        f"2. quarantine each bad record: data-patcher quarantine add {example} --reason '...'\n"
+        f"3. (optional) re-inject a fixed copy: data-patcher secure-clean <file> --re-inject-queue <queue>\n"
+        f"4. reset the breaker and re-drive: data-patcher resume-pipeline --pipeline standard_ingest --reason '...'"
+    )
+
+
+def _audit_metadata(audit: AuditResult, branch: str, batch_id: str) -> dict:
+    return {
+        "batch_id": batch_id,
+        "branch": branch,
+        "rows": audit.rows,
+        "invalid_rows": audit.invalid_rows,
+        "invalid_by_rule": MetadataValue.json(audit.reasons),
+        "sample_invalid_ids": MetadataValue.json(audit.sample_invalid_ids),
+    }
+
+
+@asset(
+    key=STANDARDIZED_KEY,
+    deps=[RAW_KEY],
+    partitions_def=landing_batches,
+    group_name="standardized",
+    owners=["team:data-platform"],
+    kinds={"iceberg"},
+    description=(
+        "Typed events with lineage. Each batch is written to an audit branch and published to main by "
+        "fast-forward only if the blocking `audit` check passes; main never holds an invalid row."
+    ),
+    check_specs=[
+        AssetCheckSpec(
+            AUDIT_CHECK,
+            asset=STANDARDIZED_KEY,
+            blocking=True,
+            partitions_def=landing_batches,
+            description=(
+                "Counts invalid rows (CDE violations, schema mismatches) of the batch on its audit branch. "
+                "FAILED means the batch was not published and the breaker is RED: quarantine or fix the "
+                "records, then `data-patcher resume-pipeline --pipeline standard_ingest`."
+            ),
+        )
+    ],
+)
+def standardized_events(
+    context: AssetExecutionContext,
+    catalog: IcebergCatalogResource,
+    breaker: CircuitBreakerResource,
+    quarantine: QuarantineResource,
+) -> Iterator[AssetCheckResult | MaterializeResult]:
+    batch_id = wap.validate_batch_id(context.partition_key)
+    with guarded_by_breaker(context, breaker):
+        tables = catalog.tables()
+        raw, table = tables["raw"], tables["standardized"]
+        published = wap.published_snapshot(table, batch_id)
+        if published is not None:
+            context.log.info(f"batch {batch_id} already published (snapshot {published.snapshot_id}); no-op")
+            yield AssetCheckResult(
+                check_name=AUDIT_CHECK,
+                passed=True,
+                metadata={"batch_id": batch_id, "already_published": True},
+            )
+            yield MaterializeResult(metadata={"batch_id": batch_id, "already_published": True})
+            return
+        raw_snapshot = wap.published_snapshot(raw, batch_id)
+        if raw_snapshot is None:
+            raise Failure(f"batch {batch_id} is not in raw yet; materialize raw/events for it first")
+        bookmark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY, "")
+        raw_rows = wap.scan_batch(raw, wap.MAIN, batch_id)
+        now = datetime.now(UTC)
+        quarantined = quarantine.quarantine().ids()
+        try:
+            result = standardize(raw_rows, payload_fields(table.schema()), now, quarantined)
+        except SchemaMismatchError as error:
+            yield AssetCheckResult(
+                check_name=AUDIT_CHECK,
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "batch_id": batch_id,
+                    "stage": "schema",
+                    "fields": MetadataValue.json(error.problems),
+                    "example_ids": MetadataValue.json(error.examples),
+                },
+            )
+            raise Failure(
+                description=(
+                    f"batch {batch_id} does not fit the standardized schema: {error}. Nothing was written; "
+                    "the bookmark did not move. Evolve the schema (`wap-pipeline schema add-column ...`) or "
+                    "quarantine the records, then reset the breaker and re-drive."
+                ),
+                metadata={"batch_id": batch_id, "fields": MetadataValue.json(error.problems)},
+                allow_retries=False,
+            ) from error
+        rows = tag_invalid(result.rows, now).select(top_level_columns(table.schema()))
+        rows = rows.cast(table.schema().as_arrow())
+        branch = wap.next_branch_name(table, batch_id)
+        wap.create_branch_from_main(table, branch)
+        wap.write_to_branch(
+            table, branch, rows, {wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: bookmark}
+        )
+        audit = count_invalid(
+            wap.scan_batch(
+                table, branch, batch_id, ("event_id", "message_id", "invalid_flag", "invalid_reasons")
+            )
+        )
+        metadata = _audit_metadata(audit, branch, batch_id)
+        retention_ms = Settings.from_env().abandoned_branch_retention_hours * 3600_000
+        if not audit.passed:
+            wap.abandon_branch(table, branch, f"audit failed: {audit.invalid_rows} invalid", retention_ms)
+            yield AssetCheckResult(
+                check_name=AUDIT_CHECK, passed=False, severity=AssetCheckSeverity.ERROR, metadata=metadata
+            )
+            raise Failure(
+                description=(
+                    f"audit failed for batch {batch_id}: {audit.invalid_rows} of {audit.rows} rows invalid "
+                    f"({', '.join(f'{k}={v}' for k, v in sorted(audit.reasons.items()))}); branch {branch} "
+                    f"abandoned, main and the bookmark unchanged. Offending ids: {audit.sample_invalid_ids}"
+                ),
+                metadata={
+                    **metadata,
+                    "recovery": MetadataValue.md(recovery_commands(batch_id, audit.sample_invalid_ids)),
+                },
+                allow_retries=False,
+            )
+        try:
+            head = wap.fast_forward(table, branch)
+        except wap.NotFastForwardError as error:
+            wap.abandon_branch(table, branch, str(error), retention_ms)
+            raise
+        yield AssetCheckResult(check_name=AUDIT_CHECK, passed=True, metadata=metadata)
+        yield MaterializeResult(
+            metadata={
+                "batch_id": batch_id,
+                "branch": branch,
+                "rows_published": rows.num_rows,
+                "quarantined_skipped": result.skipped.num_rows,
+                "snapshot_id": MetadataValue.text(str(head.snapshot_id)),
+                "bookmark": bookmark,
+            }
+        )

@@ -1,0 +1,32 @@
+"""boto3 clients built from settings; the retry policy lives here and nowhere else.
+
+botocore's ``standard`` retry mode retries throttling (429, ThrottlingException, ...) and transient
+5xx errors with exponential backoff and jitter. Firehose partial failures are not retried by
+botocore; :mod:`wap_pipeline.ingest.forwarder` resends those records itself.
+"""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+
+from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
+
+
+def client_config(settings: Settings) -> Config:
+    return Config(
+        region_name=settings.region,
+        retries={"mode": "standard", "total_max_attempts": settings.aws_max_attempts},
+        connect_timeout=5,
+        read_timeout=30,
+    )
+
+
+def client(service: str, settings: Settings | None = None):
+    """A boto3 client for ``service``: local server in the local profile, standard chain otherwise."""
+    settings = settings or Settings.from_env()
+    kwargs: dict[str, object] = {"config": client_config(settings)}
+    if settings.is_local:
+        kwargs["endpoint_url"] = settings.endpoint_url
+        kwargs.update(LOCAL_CREDENTIALS)
+    return boto3.session.Session().client(service, **kwargs)

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``wap-pipeline`` (operations) and, later, ``data-patcher`` (support)."""

@@ -1,0 +1,232 @@
+"""``wap-pipeline``: run the local stack, provision, send events, drive the pipeline, report status."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from wap_pipeline.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED_RUNS = 1
+EXIT_NOT_ACCOUNTED = 2
+EXIT_NOT_IDLE = 3
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operate the SQS -> Firehose -> S3 -> Iceberg (raw -> standardized -> curated) pipeline.
+
+    Settings come from the environment: WAP_PROFILE (local|aws), WAP_LOCAL_PORT, WAP_STATE_DIR,
+    WAP_<NAME> for resource names; the Iceberg catalog from PyIceberg's configuration.
+    """
+
+
+@cli.group()
+def local() -> None:
+    """The local AWS server (moto in server mode, a process of its own on 127.0.0.1)."""
+
+
+@local.command("up")
+@click.option(
+    "--fresh", is_flag=True, help="Wipe the server's resources and the local state directory first."
+)
+def local_up(fresh: bool) -> None:
+    """Start the local AWS server (or reuse the one answering on the port)."""
+    from wap_pipeline import local_stack
+    from wap_pipeline.state import wipe_local_state
+
+    settings = _settings()
+    status = local_stack.up(settings)
+    if fresh:
+        local_stack.reset(settings)
+        wipe_local_state(settings)
+        click.echo(f"wiped local AWS resources and {settings.state_path}")
+    click.echo(status.describe())
+
+
+@local.command("down")
+def local_down() -> None:
+    """Stop the local AWS server started by `local up`."""
+    from wap_pipeline import local_stack
+
+    stopped = local_stack.down(_settings())
+    click.echo("local AWS server stopped" if stopped else "no local AWS server of ours was running")
+
+
+@local.command("status")
+def local_status() -> None:
+    """Is the local AWS server answering?"""
+    from wap_pipeline import local_stack
+
+    status = local_stack.status(_settings())
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 1)
+
+
+@cli.command()
+def provision() -> None:
+    """Create the queues, stream, buckets and tables (idempotent)."""
+    from wap_pipeline.provision import provision as do_provision
+
+    for role, name in do_provision(_settings()).items():
+        click.echo(f"{role:17} {name}")
+
+
+def _drive(timeout: float, quiet: bool) -> tuple[int, bool]:
+    """Run the pipeline until idle; returns (failed run count, reached idle)."""
+    from dagster import DagsterInstance
+
+    from wap_pipeline.runner import run_until_idle
+    from wap_pipeline.state import ensure_dagster_home
+
+    ensure_dagster_home(_settings())
+    with DagsterInstance.get() as instance:
+        report = run_until_idle(instance, timeout_s=timeout, log=(lambda m: None) if quiet else click.echo)
+    for failed in report.failed:
+        click.echo(f"FAILED: {failed.job_name} {failed.partition or ''} run {failed.run_id}", err=True)
+    return len(report.failed), report.idle
+
+
+@cli.command()
+@click.option("--count", default=1000, show_default=True, help="How many events to send.")
+@click.option("--wave-size", default=1000, show_default=True, help="Events per wave.")
+@click.option(
+    "--drive/--no-drive",
+    default=False,
+    help="Run the pipeline until idle after each wave, so the queue never gets deep.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for reproducible events.")
+def send(count: int, wave_size: int, drive: bool, seed: int | None) -> None:
+    """Send realistic, valid events to the ingest queue."""
+    from wap_pipeline import aws
+    from wap_pipeline.events import make_events
+    from wap_pipeline.ingest.producer import send_events
+    from wap_pipeline.provision import queue_url
+    from wap_pipeline.state import record_sent
+
+    settings = _settings()
+    sqs = aws.client("sqs", settings)
+    url = queue_url(sqs, settings.queue_name)
+    sent = 0
+    failures = 0
+    started = time.monotonic()
+    wave = 0
+    while sent < count:
+        size = min(wave_size, count - sent)
+        events = make_events(size, seed=None if seed is None else seed + wave)
+        send_events(sqs, url, events)
+        record_sent(settings, size)
+        sent += size
+        wave += 1
+        click.echo(f"sent {sent}/{count}")
+        if drive:
+            failed, _ = _drive(timeout=900, quiet=True)
+            failures += failed
+    click.echo(f"sent {sent} events in {time.monotonic() - started:.1f}s")
+    sys.exit(EXIT_FAILED_RUNS if failures else EXIT_OK)
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True, required=True, help="Stop when nothing is left to do.")
+@click.option("--timeout", default=900.0, show_default=True, help="Give up after this many seconds.")
+def run(until_idle: bool, timeout: float) -> None:
+    """Evaluate the sensors and execute the runs they request, headless, until idle."""
+    failed, idle = _drive(timeout, quiet=False)
+    if failed:
+        sys.exit(EXIT_FAILED_RUNS)
+    if not idle:
+        click.echo(f"not idle after {timeout:.0f}s", err=True)
+        sys.exit(EXIT_NOT_IDLE)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--check", is_flag=True, help="Exit 2 unless every sent message is accounted for.")
+def status(as_json: bool, check: bool) -> None:
+    """Row counts per layer, queue and DLQ depth, breaker, quarantine, bookmark."""
+    from wap_pipeline.status import collect
+
+    current = collect(_settings())
+    doc = current.as_dict()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        rows = [
+            ("messages sent", current.messages_sent),
+            ("files landed", current.files_landed),
+            ("raw rows", current.raw_rows),
+            ("standardized rows (main)", current.standardized_rows),
+            ("curated rows", current.curated_rows),
+            ("batches published", current.batches_published),
+            ("queue depth / in flight", f"{current.queue_depth} / {current.queue_in_flight}"),
+            ("DLQ depth", current.dlq_depth),
+            ("quarantined ids", current.quarantined),
+            (
+                "breaker",
+                current.breaker + (f" ({current.breaker_reason[:80]})" if current.breaker_reason else ""),
+            ),
+            ("bookmark", (current.bookmark or {}).get("batch_id", "-")),
+            ("accounted (curated+DLQ+quarantine)", f"{current.accounted} of {current.messages_sent}"),
+            ("every sent message accounted for", "yes" if current.identity_holds else "NO"),
+        ]
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            click.echo(f"{label:<{width}}  {value}")
+    if check and not current.identity_holds:
+        sys.exit(EXIT_NOT_ACCOUNTED)
+
+
+@cli.group()
+def breaker() -> None:
+    """The circuit breaker of the pipeline."""
+
+
+def _breaker():
+    from wap_pipeline import aws
+    from wap_pipeline.resources.breaker import CircuitBreaker
+
+    settings = _settings()
+    return CircuitBreaker(aws.client("dynamodb", settings), settings.breaker_table, settings.pipeline_name)
+
+
+@breaker.command("status")
+def breaker_status() -> None:
+    """Show the breaker's state and who last changed it."""
+    from dataclasses import asdict
+
+    click.echo(json.dumps(asdict(_breaker().state()), indent=2))
+
+
+@breaker.command("reset")
+@click.option("--reason", required=True, help="Why it is safe to resume (recorded).")
+def breaker_reset(reason: str) -> None:
+    """Set the breaker GREEN (recorded with operator and reason)."""
+    state = _breaker().reset(reason)
+    click.echo(
+        f"breaker {state.pipeline} is {state.status} (reset by {state.reset_by}: {state.reset_reason})"
+    )
+
+
+@cli.command()
+@click.option("--port", default=3000, show_default=True)
+def dev(port: int) -> None:
+    """Start `dagster dev` on 127.0.0.1 against the same state (the local stack must be up)."""
+    from wap_pipeline.state import ensure_dagster_home, repository_root
+
+    ensure_dagster_home(_settings())
+    workspace = repository_root() / "workspace.yaml"
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    os.execv(dagster, [dagster, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)])
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,29 @@
+"""The only module that knows every piece: assets, checks, jobs, sensors, resources."""
+
+from dagster import Definitions
+
+from wap_pipeline.assets.curated import curated_events
+from wap_pipeline.assets.raw import raw_events
+from wap_pipeline.assets.standardized import standardized_events
+from wap_pipeline.jobs import ingest_job, pipeline_job
+from wap_pipeline.resources import (
+    AwsResource,
+    CircuitBreakerResource,
+    IcebergCatalogResource,
+    QuarantineResource,
+)
+from wap_pipeline.sensors import landing_sensor, sqs_sensor
+
+RESOURCES = {
+    "aws": AwsResource(),
+    "catalog": IcebergCatalogResource(),
+    "breaker": CircuitBreakerResource(),
+    "quarantine": QuarantineResource(),
+}
+
+defs = Definitions(
+    assets=[raw_events, standardized_events, curated_events],
+    jobs=[ingest_job, pipeline_job],
+    sensors=[sqs_sensor, landing_sensor],
+    resources=RESOURCES,
+)

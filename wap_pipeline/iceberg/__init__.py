@@ -1,0 +1,1 @@
+"""Thin layer over PyIceberg: catalog loading, table schemas, Write-Audit-Publish operations."""

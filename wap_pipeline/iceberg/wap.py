@@ -1,0 +1,190 @@
+"""Write-Audit-Publish on an Iceberg table, with PyIceberg 0.12.
+
+PyIceberg has no fast-forward: :func:`fast_forward` refreshes the table, checks that main's head is
+an ancestor of the branch head, and only then moves main. The ref update still carries Iceberg's
+compare-and-swap on main, so a concurrent commit between the check and the update fails the commit
+instead of being silently discarded.
+
+The batch id and the ingest bookmark travel in the snapshot summary of the commit that the branch
+points at, so fast-forwarding main publishes data and bookmark in one atomic ref update.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pyarrow as pa
+from pyiceberg.expressions import EqualTo
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot, ancestors_of
+
+MAIN = "main"
+BATCH_ID_PROPERTY = "wap.batch-id"
+BOOKMARK_PROPERTY = "ingest.bookmark"
+BRANCH_PREFIX = "audit_batch_"
+# Recorded on each abandoned branch (as a property of the table) since PyIceberg resets ref
+# retention on append and never enforces it; cleanup reads these.
+ABANDONED_PROPERTY_PREFIX = "wap.abandoned."
+
+_VALID_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class NotFastForwardError(RuntimeError):
+    """Main has moved to a snapshot that is not an ancestor of the branch head: refuse to publish."""
+
+
+def validate_batch_id(batch_id: str) -> str:
+    if not _VALID_BATCH_ID.match(batch_id):
+        raise ValueError(f"invalid batch id {batch_id!r}: letters, digits, '_', '.', '-' (max 128)")
+    return batch_id
+
+
+def branch_name(batch_id: str, attempt: int = 0) -> str:
+    """``audit_batch_<id>`` for the first attempt, ``audit_batch_<id>_retry_<n>`` for retries."""
+    validate_batch_id(batch_id)
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
+    base = f"{BRANCH_PREFIX}{batch_id}"
+    return base if attempt == 0 else f"{base}_retry_{attempt}"
+
+
+def next_branch_name(table: Table, batch_id: str) -> str:
+    """The first branch name for this batch that does not exist yet (abandoned ones are kept)."""
+    refs = table.metadata.refs
+    attempt = 0
+    while branch_name(batch_id, attempt) in refs:
+        attempt += 1
+    return branch_name(batch_id, attempt)
+
+
+def branches_of_batch(table: Table, batch_id: str) -> list[str]:
+    base = branch_name(batch_id)
+    return sorted(name for name in table.metadata.refs if name == base or name.startswith(f"{base}_retry_"))
+
+
+def main_snapshot(table: Table) -> Snapshot | None:
+    return table.current_snapshot()
+
+
+def create_branch_from_main(table: Table, name: str) -> int:
+    """Create ``name`` at main's head and return the head's snapshot id.
+
+    An empty table first gets an empty commit on main, so that every audit branch has main as its
+    parent: a branch is never created by appending to a missing ref (PyIceberg would make an orphan).
+    """
+    table.refresh()
+    if name in table.metadata.refs:
+        raise ValueError(f"branch {name} already exists; a retry must use a new branch")
+    if main_snapshot(table) is None:
+        table.append(table.schema().as_arrow().empty_table(), snapshot_properties={"wap.initial": "true"})
+    head = main_snapshot(table)
+    table.manage_snapshots().create_branch(snapshot_id=head.snapshot_id, branch_name=name).commit()
+    return head.snapshot_id
+
+
+def write_to_branch(table: Table, name: str, rows: pa.Table, properties: dict[str, str]) -> None:
+    """Append ``rows`` to the existing branch ``name``, with ``properties`` in the snapshot summary."""
+    table.refresh()
+    if name not in table.metadata.refs:
+        raise ValueError(f"branch {name} does not exist; create it from main first")
+    table.append(rows, branch=name, snapshot_properties={k: str(v) for k, v in properties.items()})
+
+
+def scan_batch(table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)) -> pa.Table:
+    """The rows of one batch as seen from ``ref`` (a branch holds main's rows plus the batch)."""
+    return (
+        table.scan(row_filter=EqualTo("batch_id", batch_id), selected_fields=selected_fields)
+        .use_ref(ref)
+        .to_arrow()
+    )
+
+
+def fast_forward(table: Table, branch: str) -> Snapshot:
+    """Move main to the head of ``branch`` if and only if that is a fast-forward."""
+    table.refresh()
+    metadata = table.metadata
+    if branch not in metadata.refs:
+        raise ValueError(f"no branch {branch}")
+    branch_head = metadata.snapshot_by_id(metadata.refs[branch].snapshot_id)
+    main_head = main_snapshot(table)
+    if main_head is not None:
+        ancestry = {s.snapshot_id for s in ancestors_of(branch_head, metadata)}
+        if main_head.snapshot_id not in ancestry:
+            raise NotFastForwardError(
+                f"main is at snapshot {main_head.snapshot_id}, which is not an ancestor of {branch} "
+                f"(head {branch_head.snapshot_id}): main moved after the branch was created"
+            )
+    table.manage_snapshots().set_current_snapshot(snapshot_id=branch_head.snapshot_id).commit()
+    return branch_head
+
+
+def published_snapshot(table: Table, batch_id: str) -> Snapshot | None:
+    """The snapshot on main's history that published ``batch_id``, if any."""
+    table.refresh()
+    head = main_snapshot(table)
+    if head is None:
+        return None
+    for snapshot in ancestors_of(head, table.metadata):
+        if snapshot.summary is not None and snapshot.summary.get(BATCH_ID_PROPERTY) == batch_id:
+            return snapshot
+    return None
+
+
+def published_batches(table: Table) -> list[str]:
+    """Batch ids published on main, oldest first."""
+    head = main_snapshot(table)
+    if head is None:
+        return []
+    batches = [
+        s.summary.get(BATCH_ID_PROPERTY)
+        for s in ancestors_of(head, table.metadata)
+        if s.summary is not None and s.summary.get(BATCH_ID_PROPERTY)
+    ]
+    return list(reversed(batches))
+
+
+def bookmark(table: Table) -> dict[str, str] | None:
+    """Batch id and ingest bookmark of the last publish on main."""
+    head = main_snapshot(table)
+    if head is None:
+        return None
+    for snapshot in ancestors_of(head, table.metadata):
+        summary = snapshot.summary
+        if summary is not None and summary.get(BATCH_ID_PROPERTY):
+            return {
+                "batch_id": summary.get(BATCH_ID_PROPERTY),
+                "bookmark": summary.get(BOOKMARK_PROPERTY, ""),
+            }
+    return None
+
+
+def abandon_branch(table: Table, branch: str, reason: str, retention_ms: int) -> None:
+    """Freeze a failed branch: it is never modified or published; record when it may be removed."""
+    expires = int(time.time() * 1000) + retention_ms
+    with table.transaction() as tx:
+        tx.set_properties({f"{ABANDONED_PROPERTY_PREFIX}{branch}": f"{expires}|{reason[:200]}"})
+
+
+def remove_expired_branches(table: Table, now_ms: int | None = None) -> list[str]:
+    """Remove abandoned branches whose recorded retention has passed (our own retention policy)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    table.refresh()
+    expired = []
+    for key, value in table.metadata.properties.items():
+        if not key.startswith(ABANDONED_PROPERTY_PREFIX):
+            continue
+        branch = key[len(ABANDONED_PROPERTY_PREFIX) :]
+        expires = int(value.split("|", 1)[0])
+        if expires <= now_ms:
+            expired.append((key, branch))
+    if not expired:
+        return []
+    manage = table.manage_snapshots()
+    for _, branch in expired:
+        if branch in table.metadata.refs:
+            manage = manage.remove_branch(branch)
+    manage.commit()
+    with table.transaction() as tx:
+        tx.remove_properties(*[key for key, _ in expired])
+    return [branch for _, branch in expired]

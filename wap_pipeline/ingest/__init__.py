@@ -1,0 +1,1 @@
+"""SQS -> Firehose forwarding, the producer, and grouping landed files into batches."""

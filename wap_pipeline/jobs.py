@@ -1,0 +1,61 @@
+"""Jobs: SQS draining, and the per-batch table pipeline."""
+
+from dagster import (
+    AssetSelection,
+    Failure,
+    OpExecutionContext,
+    define_asset_job,
+    in_process_executor,
+    job,
+    op,
+)
+
+from wap_pipeline.assets.curated import CURATED_KEY
+from wap_pipeline.assets.raw import RAW_KEY
+from wap_pipeline.assets.standardized import STANDARDIZED_KEY
+from wap_pipeline.ingest.forwarder import PartialFailureError, drain
+from wap_pipeline.partitions import landing_batches
+from wap_pipeline.resources import AwsResource
+
+PIPELINE_JOB = "standard_ingest"
+INGEST_JOB = "ingest_sqs_to_firehose"
+WRITER_TAG = "wap/writer"
+
+
+@op(description="Receive from SQS, forward to Firehose, delete a message only after Firehose accepted it.")
+def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> None:
+    settings = aws.settings()
+    try:
+        stats = drain(
+            aws.client("sqs"),
+            aws.client("firehose"),
+            aws.queue_url(),
+            settings.stream_name,
+            group_size=settings.forward_batch_records,
+            visibility_timeout_s=settings.visibility_timeout_s,
+        )
+    except PartialFailureError as error:
+        raise Failure(str(error), allow_retries=True) from error
+    context.log.info(
+        f"received {stats.received}, forwarded {stats.forwarded}, deleted {stats.deleted}, "
+        f"rejected {stats.rejected} (left for the DLQ), resent {stats.resent}"
+    )
+
+
+@job(
+    name=INGEST_JOB,
+    description="Drain the ingest queue into Firehose (started by sqs_sensor).",
+    executor_def=in_process_executor,
+)
+def ingest_job() -> None:
+    forward_sqs_to_firehose()
+
+
+pipeline_job = define_asset_job(
+    name=PIPELINE_JOB,
+    selection=AssetSelection.assets(RAW_KEY, STANDARDIZED_KEY, CURATED_KEY),
+    partitions_def=landing_batches,
+    executor_def=in_process_executor,
+    tags={WRITER_TAG: PIPELINE_JOB},
+    description="raw -> standardized (Write-Audit-Publish) -> curated for one landing batch.",
+)

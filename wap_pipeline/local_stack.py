@@ -1,0 +1,127 @@
+"""The local AWS server: moto in server mode, as a process of its own on 127.0.0.1.
+
+The project starts it, waits until it answers, and stops it by PID. It keeps no state across a
+restart, so ``up`` never restarts a server that answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from wap_pipeline.settings import Settings
+
+
+class LocalStackError(RuntimeError):
+    """The local server could not be started or reached."""
+
+
+@dataclass(frozen=True)
+class LocalStackStatus:
+    running: bool
+    pid: int | None
+    endpoint: str
+
+    def describe(self) -> str:
+        if self.running:
+            return f"local AWS server running (pid {self.pid}) at {self.endpoint}"
+        return f"local AWS server not running (expected at {self.endpoint})"
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.state_path / f"moto-{settings.local_port}.pid"
+
+
+def _log_file(settings: Settings) -> Path:
+    return settings.state_path / f"moto-{settings.local_port}.log"
+
+
+def answers(endpoint: str, timeout: float = 1.0) -> bool:
+    """True when something answers moto's admin API at ``endpoint``."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _read_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(_pid_file(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def status(settings: Settings) -> LocalStackStatus:
+    return LocalStackStatus(
+        running=answers(settings.local_endpoint), pid=_read_pid(settings), endpoint=settings.local_endpoint
+    )
+
+
+def up(settings: Settings, timeout_s: float = 30.0) -> LocalStackStatus:
+    """Start the server unless one already answers on the port; wait until it answers."""
+    current = status(settings)
+    if current.running:
+        return current
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    log = _log_file(settings).open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(settings.local_port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _pid_file(settings).write_text(str(process.pid))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LocalStackError(
+                f"local AWS server exited with code {process.returncode}; see {_log_file(settings)}"
+            )
+        if answers(settings.local_endpoint):
+            return LocalStackStatus(True, process.pid, settings.local_endpoint)
+        time.sleep(0.2)
+    process.kill()
+    raise LocalStackError(
+        f"local AWS server did not answer within {timeout_s:.0f}s at {settings.local_endpoint}"
+    )
+
+
+def down(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Stop the server we started (by PID). Returns False when none was running."""
+    pid = _read_pid(settings)
+    _pid_file(settings).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def reset(settings: Settings) -> None:
+    """Wipe every resource of the local server (tests use it between cases)."""
+    request = urllib.request.Request(f"{settings.local_endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass

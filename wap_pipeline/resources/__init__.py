@@ -1,0 +1,8 @@
+"""Small Dagster resources; each wraps a plain class the CLIs use too."""
+
+from wap_pipeline.resources.aws import AwsResource
+from wap_pipeline.resources.breaker import CircuitBreakerResource
+from wap_pipeline.resources.catalog import IcebergCatalogResource
+from wap_pipeline.resources.quarantine import QuarantineResource
+
+__all__ = ["AwsResource", "CircuitBreakerResource", "IcebergCatalogResource", "QuarantineResource"]

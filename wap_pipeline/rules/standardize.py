@@ -1,0 +1,209 @@
+"""Raw rows -> typed standardized rows, and the schema check that runs before any write.
+
+The producer fields a standardized table accepts are read from the table's schema (see
+:func:`wap_pipeline.iceberg.schemas.payload_fields`). A field the table does not have, or a value of
+the wrong JSON type for its column, is a *schema mismatch* (FMEA 2.1): the whole batch stops before
+the branch write, with a message naming the fields. A value of the right type that breaks a
+business rule (blank key, unparseable timestamp) is a *CDE violation*: the row is tagged by
+:mod:`wap_pipeline.rules.audit`, not dropped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.types import BooleanType, DoubleType, IntegerType, LongType, StringType, TimestamptzType
+
+from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN, quarantine_mask
+
+# JSON value types accepted for each Iceberg column type (None is always accepted).
+_ACCEPTED_JSON_TYPES: dict[type, tuple[type, ...]] = {
+    StringType: (str,),
+    TimestamptzType: (str,),
+    LongType: (int,),
+    IntegerType: (int,),
+    DoubleType: (int, float),
+    BooleanType: (bool,),
+}
+# Payload keys that are envelope metadata, not event fields.
+ENVELOPE_KEYS_IN_PAYLOAD = frozenset({"is_replay"})
+PARSE_REASONS_COLUMN = "_parse_reasons"
+
+
+class SchemaMismatchError(ValueError):
+    """Records of the batch do not fit the standardized table's schema."""
+
+    def __init__(self, problems: dict[str, str], examples: dict[str, list[str]]):
+        self.problems = problems
+        self.examples = examples
+        detail = "; ".join(f"{name}: {problem}" for name, problem in sorted(problems.items()))
+        super().__init__(f"schema mismatch in field(s) {', '.join(sorted(problems))} -- {detail}")
+
+
+@dataclass
+class _MismatchCollector:
+    problems: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, name: str, problem: str, record_id: str | None) -> None:
+        self.problems.setdefault(name, problem)
+        if record_id and len(self.examples[name]) < 5:
+            self.examples[name].append(record_id)
+
+
+def _json_type_name(value: object) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def _accepts(iceberg_type: object, value: object) -> bool:
+    if value is None:
+        return True
+    accepted = _ACCEPTED_JSON_TYPES.get(type(iceberg_type))
+    if accepted is None:
+        return False
+    if isinstance(value, bool) and bool not in accepted:
+        return False
+    return isinstance(value, accepted)
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An ISO-8601 timestamp that names its offset; None when it is not one."""
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
+class StandardizeResult:
+    rows: pa.Table
+    """Standardized columns (no invalid_flag / invalid_reasons yet) plus ``_parse_reasons``."""
+    skipped: pa.Table
+    """Lineage of the raw rows masked by the quarantine (record id, message id, file, line)."""
+
+
+def _parse_payload(body: str | None) -> dict | None:
+    if body is None:
+        return None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def standardize(
+    raw: pa.Table,
+    fields: dict[str, object],
+    standardized_at: datetime,
+    quarantined_ids: Collection[str] = (),
+) -> StandardizeResult:
+    """Parse each raw body into the table's typed fields, carrying lineage.
+
+    Rows whose record id is quarantined (and that are not replays) are set aside first, so that a
+    quarantined record can never stop a batch, whatever is wrong with it. Problems found while
+    parsing go into a ``_parse_reasons`` list column, which the audit folds into ``invalid_reasons``.
+    Raises :class:`SchemaMismatchError` when any remaining record does not fit the schema.
+    """
+    payloads = [_parse_payload(body) for body in raw["body"].to_pylist()]
+    envelope_replay = raw["is_replay"].to_pylist()
+    record_ids = [
+        p.get("event_id") if p is not None and isinstance(p.get("event_id"), str) else None for p in payloads
+    ]
+    is_replay = [
+        bool(r) or (p is not None and p.get("is_replay") is True)
+        for r, p in zip(envelope_replay, payloads, strict=True)
+    ]
+    identity = pa.table(
+        {RECORD_ID_COLUMN: pa.array(record_ids, pa.string()), "is_replay": pa.array(is_replay, pa.bool_())}
+    )
+    skip = quarantine_mask(identity, quarantined_ids)
+    keep = pc.invert(skip)
+    skipped = (
+        raw.filter(skip)
+        .select(["message_id", "landing_file_key", "line_number"])
+        .append_column(RECORD_ID_COLUMN, pa.array(record_ids, pa.string()).filter(skip))
+    )
+    raw = raw.filter(keep)
+    kept = pc.indices_nonzero(keep).to_pylist()
+    payloads = [payloads[i] for i in kept]
+    is_replay = [is_replay[i] for i in kept]
+    message_ids = raw["message_id"].to_pylist()
+
+    mismatches = _MismatchCollector()
+    columns: dict[str, list] = {name: [] for name in fields}
+    parse_reasons: list[list[str]] = []
+    for payload, message_id in zip(payloads, message_ids, strict=True):
+        reasons: list[str] = []
+        if payload is None:
+            reasons.append("payload is not a JSON object")
+            payload = {}
+        record_id = payload.get("event_id") if isinstance(payload.get("event_id"), str) else message_id
+        for name, value in payload.items():
+            if name in ENVELOPE_KEYS_IN_PAYLOAD:
+                continue
+            if name not in fields:
+                mismatches.add(name, "field not in the standardized schema", record_id)
+            elif not _accepts(fields[name], value):
+                mismatches.add(name, f"{_json_type_name(value)} where {fields[name]} was expected", record_id)
+        for name, kind in fields.items():
+            value = payload.get(name)
+            if not _accepts(kind, value):
+                value = None
+            elif isinstance(kind, TimestamptzType) and value is not None:
+                parsed = parse_timestamp(value)
+                if parsed is None:
+                    reasons.append(f"{name} unparseable: {value[:40]!r}")
+                value = parsed
+            columns[name].append(value)
+        parse_reasons.append(reasons)
+    if mismatches.problems:
+        raise SchemaMismatchError(mismatches.problems, dict(mismatches.examples))
+
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {
+        name: pa.array(values, type=_arrow_type(fields[name])) for name, values in columns.items()
+    }
+    arrays["payload"] = raw["body"]
+    for name in _LINEAGE_FROM_RAW:
+        arrays[name] = raw[name]
+    arrays["is_replay"] = pa.array(is_replay, type=pa.bool_())
+    arrays["standardized_at"] = pa.array([standardized_at] * raw.num_rows, type=pa.timestamp("us", tz="UTC"))
+    arrays[PARSE_REASONS_COLUMN] = pa.array(parse_reasons, type=pa.list_(pa.string()))
+    return StandardizeResult(rows=pa.table(arrays), skipped=skipped)
+
+
+_LINEAGE_FROM_RAW = (
+    "batch_id",
+    "message_id",
+    "original_message_id",
+    "sent_timestamp",
+    "receive_count",
+    "landing_file_key",
+    "line_number",
+    "ingested_at",
+)
+
+
+def _arrow_type(iceberg_type: object) -> pa.DataType:
+    return {
+        StringType: pa.large_string(),
+        TimestamptzType: pa.timestamp("us", tz="UTC"),
+        LongType: pa.int64(),
+        IntegerType: pa.int32(),
+        DoubleType: pa.float64(),
+        BooleanType: pa.bool_(),
+    }[type(iceberg_type)]

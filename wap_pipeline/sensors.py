@@ -1,0 +1,87 @@
+"""Sensors that start the runs: SQS has messages -> drain it; new landings -> new batch partitions."""
+
+from botocore.exceptions import BotoCoreError, ClientError
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from wap_pipeline.ingest.landing import LandingCursor, discover
+from wap_pipeline.jobs import INGEST_JOB, ingest_job, pipeline_job
+from wap_pipeline.partitions import landing_batches
+from wap_pipeline.resources import AwsResource
+
+_ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def queue_depth(aws: AwsResource) -> tuple[int, int]:
+    """(visible, in flight) messages of the ingest queue."""
+    attributes = aws.client("sqs").get_queue_attributes(
+        QueueUrl=aws.queue_url(),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+@sensor(
+    job=ingest_job,
+    minimum_interval_seconds=10,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Starts the SQS -> Firehose drain when the ingest queue has visible messages.",
+)
+def sqs_sensor(context: SensorEvaluationContext, aws: AwsResource):
+    try:
+        visible, in_flight = queue_depth(aws)
+    except (BotoCoreError, ClientError) as error:
+        return SkipReason(f"ingest queue unreachable, will retry: {error}")
+    if visible == 0:
+        return SkipReason(f"ingest queue empty ({in_flight} in flight)")
+    active = context.instance.get_runs_count(RunsFilter(job_name=INGEST_JOB, statuses=_ACTIVE))
+    if active:
+        return SkipReason(f"{visible} messages waiting; a drain run is already active")
+    return RunRequest(tags={"wap/queue_depth": str(visible)})
+
+
+@sensor(
+    job=pipeline_job,
+    minimum_interval_seconds=10,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Groups newly landed Firehose files into batches: one partition and one run per batch.",
+)
+def landing_sensor(context: SensorEvaluationContext, aws: AwsResource):
+    settings = aws.settings()
+    cursor = LandingCursor.from_json(context.cursor)
+    try:
+        discovery = discover(
+            aws.client("s3"),
+            settings.landing_bucket,
+            settings.landing_prefix,
+            settings.manifests_prefix,
+            cursor,
+            settings.batch_max_files,
+        )
+    except (BotoCoreError, ClientError) as error:
+        return SkipReason(f"landing bucket unreachable, will retry: {error}")
+    new = [
+        m.batch_id
+        for m in discovery.manifests
+        if not context.instance.has_dynamic_partition(landing_batches.name, m.batch_id)
+    ]
+    return SensorResult(
+        run_requests=[RunRequest(partition_key=batch_id, run_key=batch_id) for batch_id in new],
+        dynamic_partitions_requests=[landing_batches.build_add_request(new)] if new else [],
+        cursor=discovery.cursor.to_json(),
+    )

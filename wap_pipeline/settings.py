@@ -1,0 +1,89 @@
+"""One settings object for the whole project, read from the environment.
+
+Two profiles, chosen by ``WAP_PROFILE``:
+
+* ``local`` (default): every AWS client points at the local server on 127.0.0.1 (port
+  ``WAP_LOCAL_PORT``, default 4566) with dummy credentials. ``AWS_ENDPOINT_URL`` still wins when set,
+  so tests can put the fault proxy in between.
+* ``aws``: boto3's standard resolution (``AWS_ENDPOINT_URL``, ``AWS_REGION``, the credentials chain).
+  No endpoint or credential is hard-coded for this profile.
+
+Resource names are settings with defaults; each reads ``WAP_<NAME>`` (e.g. ``WAP_QUEUE_NAME``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str = "local"
+    local_port: int = 4566
+    region: str = "us-east-1"
+    queue_name: str = "ingest-events"
+    dlq_name: str = "ingest-events-dlq"
+    max_receive_count: int = 3
+    # Short locally so malformed messages reach the DLQ in seconds; set it higher on AWS.
+    visibility_timeout_s: int = 5
+    queue_retention_s: int = 4 * 24 * 3600
+    dlq_retention_s: int = 14 * 24 * 3600
+    stream_name: str = "ingest-events-stream"
+    firehose_role_arn: str = "arn:aws:iam::123456789012:role/wap-firehose-delivery"
+    landing_bucket: str = "wap-landing"
+    landing_prefix: str = "landing/"
+    # Batch manifests: which landing files make up which batch (the partition key).
+    manifests_prefix: str = "batches/"
+    patches_prefix: str = "patches/"
+    warehouse_bucket: str = "wap-warehouse"
+    breaker_table: str = "wap-circuit-breaker"
+    quarantine_table: str = "wap-quarantine"
+    pipeline_name: str = "standard_ingest"
+    catalog_name: str = "wap"
+    # Local state: SQLite catalog, warehouse, server pid/log, Dagster home.
+    state_dir: str = ".wap"
+    # A batch groups at most this many landing files.
+    batch_max_files: int = 200
+    # Messages forwarded to Firehose per PutRecordBatch (Firehose allows 500).
+    forward_batch_records: int = 100
+    aws_max_attempts: int = 8
+    # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
+    abandoned_branch_retention_hours: int = 14 * 24
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"WAP_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = int(raw) if f.type in ("int", int) else raw
+        settings = cls(**values)
+        if settings.profile not in ("local", "aws"):
+            raise ValueError(f"WAP_PROFILE must be 'local' or 'aws', not {settings.profile!r}")
+        return settings
+
+    @property
+    def is_local(self) -> bool:
+        return self.profile == "local"
+
+    @property
+    def local_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The AWS endpoint: AWS_ENDPOINT_URL when set, the local server in the local profile."""
+        explicit = os.environ.get("AWS_ENDPOINT_URL")
+        if explicit:
+            return explicit
+        return self.local_endpoint if self.is_local else None
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).resolve()
