@@ -33,6 +33,8 @@ def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> No
             settings.stream_name,
             group_size=settings.forward_batch_records,
             visibility_timeout_s=settings.visibility_timeout_s,
+            max_messages=settings.ingest_max_messages_per_run,
+            wait_s=settings.receive_wait_s,
         )
     except PartialFailureError as error:
         raise Failure(str(error), allow_retries=True) from error

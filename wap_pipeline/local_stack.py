@@ -43,10 +43,10 @@ def _log_file(settings: Settings) -> Path:
     return settings.state_path / f"moto-{settings.local_port}.log"
 
 
-def answers(endpoint: str, timeout: float = 1.0) -> bool:
-    """True when something answers moto's admin API at ``endpoint``."""
+def answers(endpoint: str, timeout: float = 2.0) -> bool:
+    """True when moto's dashboard page answers at ``endpoint`` (cheap, unlike its data dump)."""
     try:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=timeout) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
@@ -72,11 +72,25 @@ def status(settings: Settings) -> LocalStackStatus:
     )
 
 
+def _wait_until_answers(endpoint: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if answers(endpoint):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def up(settings: Settings, timeout_s: float = 30.0) -> LocalStackStatus:
     """Start the server unless one already answers on the port; wait until it answers."""
     current = status(settings)
     if current.running:
         return current
+    if current.pid is not None:
+        # Our server is alive but busy: wait for it rather than starting a second one on the port.
+        if _wait_until_answers(settings.local_endpoint, timeout_s):
+            return status(settings)
+        raise LocalStackError(f"local AWS server (pid {current.pid}) is alive but does not answer")
     settings.state_path.mkdir(parents=True, exist_ok=True)
     log = _log_file(settings).open("ab")
     process = subprocess.Popen(
@@ -86,14 +100,15 @@ def up(settings: Settings, timeout_s: float = 30.0) -> LocalStackStatus:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _pid_file(settings).write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise LocalStackError(
-                f"local AWS server exited with code {process.returncode}; see {_log_file(settings)}"
+                f"local AWS server exited with code {process.returncode} (is port {settings.local_port} "
+                f"taken by another process? set WAP_LOCAL_PORT); see {_log_file(settings)}"
             )
         if answers(settings.local_endpoint):
+            _pid_file(settings).write_text(str(process.pid))
             return LocalStackStatus(True, process.pid, settings.local_endpoint)
         time.sleep(0.2)
     process.kill()

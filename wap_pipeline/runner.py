@@ -71,7 +71,9 @@ def _remote_origin(job_name: str) -> RemoteJobOrigin:
     )
 
 
-def launch_run(instance: DagsterInstance, job_name: str, tags: dict[str, str]) -> RunOutcome:
+def launch_run(
+    instance: DagsterInstance, job_name: str, tags: dict[str, str], log_level: str = "INFO"
+) -> RunOutcome:
     """Create a run as the daemon would, and execute it here."""
     repository = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
@@ -80,6 +82,7 @@ def launch_run(instance: DagsterInstance, job_name: str, tags: dict[str, str]) -
     job_def = recon_job.get_definition()
     run = instance.create_run_for_job(
         job_def=job_def,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags={**job_def.tags, **tags},
         remote_job_origin=_remote_origin(job_name),
         job_code_origin=recon_job.get_python_origin(),
@@ -105,7 +108,11 @@ def _evaluate(instance: DagsterInstance, sensor_def: SensorDefinition):
 
 
 def run_sensor_once(
-    instance: DagsterInstance, sensor_def: SensorDefinition, report: RunnerReport, log: Callable[[str], None]
+    instance: DagsterInstance,
+    sensor_def: SensorDefinition,
+    report: RunnerReport,
+    log: Callable[[str], None],
+    log_level: str = "INFO",
 ) -> int:
     """One tick of a sensor: apply its partition requests, run its run requests. Returns runs launched."""
     key, data = _evaluate(instance, sensor_def)
@@ -118,7 +125,7 @@ def run_sensor_once(
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
         job_name = request.job_name or sensor_def.job_name
-        outcome = launch_run(instance, job_name, tags)
+        outcome = launch_run(instance, job_name, tags, log_level)
         report.runs.append(outcome)
         launched += 1
         log(
@@ -138,19 +145,23 @@ def run_until_idle(
     timeout_s: float = 900.0,
     poll_s: float = 1.0,
     log: Callable[[str], None] = lambda message: None,
+    log_level: str = "INFO",
+    producer_active: Callable[[], bool] = lambda: False,
 ) -> RunnerReport:
-    """Alternate the sensors until the queue is empty (nothing in flight) and no run was requested."""
+    """Alternate the sensors until the queue is empty (nothing in flight), no run was requested,
+    and ``producer_active()`` says no more messages are coming."""
     report = RunnerReport()
     deadline = time.monotonic() + timeout_s
     aws = RESOURCES["aws"]
     while time.monotonic() < deadline:
         report.rounds += 1
-        launched = run_sensor_once(instance, sqs_sensor, report, log)
-        launched += run_sensor_once(instance, landing_sensor, report, log)
+        launched = run_sensor_once(instance, sqs_sensor, report, log, log_level)
+        launched += run_sensor_once(instance, landing_sensor, report, log, log_level)
         if launched:
             continue
+        producing = producer_active()
         visible, in_flight = queue_depth(aws)
-        if visible == 0 and in_flight == 0:
+        if visible == 0 and in_flight == 0 and not producing:
             report.idle = True
             return report
         time.sleep(poll_s)

@@ -48,8 +48,13 @@ class Settings:
     state_dir: str = ".wap"
     # A batch groups at most this many landing files.
     batch_max_files: int = 200
-    # Messages forwarded to Firehose per PutRecordBatch (Firehose allows 500).
-    forward_batch_records: int = 100
+    # Messages forwarded per PutRecordBatch (Firehose allows 500). Small groups keep few messages in
+    # flight, which the local server needs (its receive cost grows with the in-flight count).
+    forward_batch_records: int = 30
+    # Long-poll wait of each receive: a drain run keeps going while messages keep arriving.
+    receive_wait_s: int = 1
+    # One drain run forwards at most this many messages, so that batches stay a sensible size.
+    ingest_max_messages_per_run: int = 2000
     aws_max_attempts: int = 8
     # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
     abandoned_branch_retention_hours: int = 14 * 24

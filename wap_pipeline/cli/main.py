@@ -81,7 +81,7 @@ def provision() -> None:
         click.echo(f"{role:17} {name}")
 
 
-def _drive(timeout: float, quiet: bool) -> tuple[int, bool]:
+def _drive(timeout: float, quiet: bool, producer_active=lambda: False) -> tuple[int, bool]:
     """Run the pipeline until idle; returns (failed run count, reached idle)."""
     from dagster import DagsterInstance
 
@@ -90,7 +90,13 @@ def _drive(timeout: float, quiet: bool) -> tuple[int, bool]:
 
     ensure_dagster_home(_settings())
     with DagsterInstance.get() as instance:
-        report = run_until_idle(instance, timeout_s=timeout, log=(lambda m: None) if quiet else click.echo)
+        report = run_until_idle(
+            instance,
+            timeout_s=timeout,
+            log=(lambda m: None) if quiet else click.echo,
+            log_level="WARNING" if quiet else "INFO",
+            producer_active=producer_active,
+        )
     for failed in report.failed:
         click.echo(f"FAILED: {failed.job_name} {failed.partition or ''} run {failed.run_id}", err=True)
     return len(report.failed), report.idle
@@ -98,41 +104,72 @@ def _drive(timeout: float, quiet: bool) -> tuple[int, bool]:
 
 @cli.command()
 @click.option("--count", default=1000, show_default=True, help="How many events to send.")
-@click.option("--wave-size", default=1000, show_default=True, help="Events per wave.")
+@click.option("--wave-size", default=20, show_default=True, help="Events per wave.")
 @click.option(
     "--drive/--no-drive",
     default=False,
-    help="Run the pipeline until idle after each wave, so the queue never gets deep.",
+    help="Run the pipeline (headless, as `run --until-idle`) while sending, with backpressure on the queue.",
+)
+@click.option(
+    "--max-depth", default=20, show_default=True, help="With --drive: pause while the queue is deeper."
 )
 @click.option("--seed", type=int, default=None, help="Seed for reproducible events.")
-def send(count: int, wave_size: int, drive: bool, seed: int | None) -> None:
+@click.option(
+    "--timeout", default=1800.0, show_default=True, help="With --drive: give up after this many seconds."
+)
+def send(count: int, wave_size: int, drive: bool, max_depth: int, seed: int | None, timeout: float) -> None:
     """Send realistic, valid events to the ingest queue."""
+    import threading
+
     from wap_pipeline import aws
     from wap_pipeline.events import make_events
-    from wap_pipeline.ingest.producer import send_events
+    from wap_pipeline.ingest.producer import send_in_waves
     from wap_pipeline.provision import queue_url
     from wap_pipeline.state import record_sent
 
     settings = _settings()
     sqs = aws.client("sqs", settings)
     url = queue_url(sqs, settings.queue_name)
-    sent = 0
-    failures = 0
     started = time.monotonic()
-    wave = 0
-    while sent < count:
-        size = min(wave_size, count - sent)
-        events = make_events(size, seed=None if seed is None else seed + wave)
-        send_events(sqs, url, events)
+    progress = {"sent": 0}
+    errors: list[BaseException] = []
+
+    def on_sent(size: int) -> None:
         record_sent(settings, size)
-        sent += size
-        wave += 1
-        click.echo(f"sent {sent}/{count}")
-        if drive:
-            failed, _ = _drive(timeout=900, quiet=True)
-            failures += failed
-    click.echo(f"sent {sent} events in {time.monotonic() - started:.1f}s")
-    sys.exit(EXIT_FAILED_RUNS if failures else EXIT_OK)
+        progress["sent"] += size
+        if progress["sent"] % max(wave_size, 1000) < wave_size or progress["sent"] == count:
+            click.echo(f"sent {progress['sent']}/{count}")
+
+    def produce() -> None:
+        try:
+            send_in_waves(
+                sqs,
+                url,
+                count,
+                wave_size,
+                lambda wave, size: make_events(size, seed=None if seed is None else seed + wave),
+                on_sent,
+                max_depth=max_depth if drive else None,
+            )
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+
+    if not drive:
+        produce()
+        failures, idle = 0, True
+    else:
+        producer = threading.Thread(target=produce, name="wap-producer", daemon=True)
+        producer.start()
+        failures, idle = _drive(timeout, quiet=True, producer_active=producer.is_alive)
+        producer.join(timeout=5)
+    if errors:
+        raise click.ClickException(f"sending stopped after {progress['sent']} events: {errors[0]}")
+    click.echo(f"sent {progress['sent']} events in {time.monotonic() - started:.1f}s")
+    if failures:
+        sys.exit(EXIT_FAILED_RUNS)
+    if not idle:
+        click.echo(f"pipeline not idle after {timeout:.0f}s", err=True)
+        sys.exit(EXIT_NOT_IDLE)
 
 
 @cli.command()

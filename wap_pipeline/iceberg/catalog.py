@@ -30,12 +30,16 @@ def default_catalog_properties(settings: Settings) -> dict[str, str]:
     }
 
 
-def is_configured(name: str) -> bool:
-    return Config().get_catalog_config(name) is not None
+def configured_properties(name: str) -> dict[str, str] | None:
+    """The catalog's properties from ``.pyiceberg.yaml`` / ``PYICEBERG_CATALOG__*``, read now.
+
+    PyIceberg's own ``load_catalog`` reads the environment once, at import; reading it here at call
+    time keeps a changed configuration (a test, a long-lived process) honoured.
+    """
+    return Config().get_catalog_config(name)
 
 
 def load_wap_catalog(settings: Settings | None = None) -> Catalog:
     settings = settings or Settings.from_env()
-    if is_configured(settings.catalog_name):
-        return load_catalog(settings.catalog_name)
-    return load_catalog(settings.catalog_name, **default_catalog_properties(settings))
+    properties = configured_properties(settings.catalog_name) or default_catalog_properties(settings)
+    return load_catalog(settings.catalog_name, **properties)

@@ -154,15 +154,18 @@ def drain(
     group_size: int = 100,
     max_seconds: float = 300.0,
     visibility_timeout_s: int = 30,
+    max_messages: int | None = None,
+    wait_s: int = 0,
 ) -> ForwardStats:
-    """Receive until the queue answers empty, forwarding in groups of up to ``group_size`` messages.
+    """Receive until the queue answers empty (or ``max_messages`` were received), forwarding in
+    groups of up to ``group_size`` messages.
 
     A group is flushed well within the visibility timeout so that no message reappears while its
     record is being put.
     """
     total = ForwardStats()
     deadline = time.monotonic() + max_seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (max_messages is None or total.received < max_messages):
         group: list[dict] = []
         started = time.monotonic()
         empty = False
@@ -170,7 +173,7 @@ def drain(
             response = sqs.receive_message(
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=10,
-                WaitTimeSeconds=0,
+                WaitTimeSeconds=wait_s,
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )

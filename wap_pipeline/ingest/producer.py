@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import orjson
 
 
@@ -28,3 +31,37 @@ def send_bodies(sqs, queue_url: str, bodies: list[str], attributes: list[dict] |
 
 def send_events(sqs, queue_url: str, events: list[dict]) -> list[str]:
     return send_bodies(sqs, queue_url, [orjson.dumps(event).decode() for event in events])
+
+
+def visible_depth(sqs, queue_url: str) -> int:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def send_in_waves(
+    sqs,
+    queue_url: str,
+    total: int,
+    wave_size: int,
+    make_wave: Callable[[int, int], list[dict]],
+    on_sent: Callable[[int], None],
+    max_depth: int | None = None,
+    poll_s: float = 0.05,
+) -> int:
+    """Send ``total`` events in waves; with ``max_depth``, wait while the queue is deeper than that.
+
+    The backpressure keeps the queue shallow while a consumer drains it -- what a real producer
+    sees as SQS latency, and what the local server needs (its cost per call grows with depth).
+    ``make_wave(wave_number, size)`` builds a wave; ``on_sent(size)`` is told after each one.
+    """
+    sent = 0
+    wave = 0
+    while sent < total:
+        while max_depth is not None and visible_depth(sqs, queue_url) > max_depth:
+            time.sleep(poll_s)
+        size = min(wave_size, total - sent)
+        send_events(sqs, queue_url, make_wave(wave, size))
+        on_sent(size)
+        sent += size
+        wave += 1
+    return sent

@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+WAP := $(VENV)/bin/wap-pipeline
+STAMP := $(VENV)/.installed
+EVENTS ?= 10000
+PYTHON ?= python3
+
+# Local state (SQLite catalog, warehouse, Dagster home, server pid/log) lives here.
+export WAP_STATE_DIR ?= $(CURDIR)/.wap
+export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
+
+.PHONY: install demo test lint format dev services clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+## Run the whole pipeline end to end on the local stack; exit 0 only if every event is accounted for.
+demo: install
+	$(WAP) local up --fresh
+	$(WAP) provision
+	$(WAP) send --count $(EVENTS) --drive
+	$(WAP) run --until-idle
+	$(WAP) status --check
+
+## The whole test suite (lint first). .ci/run runs exactly this.
+test: install services lint
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests
+	$(VENV)/bin/ruff format --check wap_pipeline wap_pipeline_tests
+
+format: install
+	$(VENV)/bin/ruff check --fix wap_pipeline wap_pipeline_tests
+	$(VENV)/bin/ruff format wap_pipeline wap_pipeline_tests
+
+services:
+	scripts/ensure-services.sh
+
+## The same stack with `dagster dev` on http://127.0.0.1:3000.
+dev: install
+	$(WAP) local up
+	$(WAP) provision
+	$(WAP) dev --port 3000
+
+clean:
+	-$(WAP) local down
+	rm -rf $(WAP_STATE_DIR) .pytest_cache

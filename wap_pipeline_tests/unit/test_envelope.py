@@ -1,0 +1,79 @@
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from wap_pipeline.rules.envelope import Rejection, landing_line, raw_rows, to_landing_record
+
+
+def message(
+    body: str, attributes: dict | None = None, receive_count: int = 1, message_id: str = "m-1"
+) -> dict:
+    msg = {
+        "MessageId": message_id,
+        "ReceiptHandle": "rh",
+        "Body": body,
+        "Attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1764345600000"},
+    }
+    if attributes:
+        msg["MessageAttributes"] = {
+            k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
+        }
+    return msg
+
+
+def test_valid_message_becomes_landing_record_with_lineage():
+    record = to_landing_record(message('{"event_id": "e1", "idempotency_key": "k1"}', receive_count=2))
+    assert record == {
+        "message_id": "m-1",
+        "original_message_id": "m-1",
+        "idempotency_key": "k1",
+        "is_replay": False,
+        "sent_timestamp": 1764345600000,
+        "receive_count": 2,
+        "body": '{"event_id": "e1", "idempotency_key": "k1"}',
+    }
+
+
+def test_replay_attributes_win_over_the_new_message_id():
+    record = to_landing_record(
+        message(
+            '{"event_id": "e1"}',
+            {"is_replay": "true", "original_message_id": "orig-9", "idempotency_key": "k-preserved"},
+            message_id="new-1",
+        )
+    )
+    assert record["message_id"] == "new-1"
+    assert record["original_message_id"] == "orig-9"
+    assert record["idempotency_key"] == "k-preserved"
+    assert record["is_replay"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"event_id": "e1"', "invalid JSON"),
+        ("[1, 2]", "JSON list where an object was expected"),
+        ("42", "JSON int where an object was expected"),
+        ("", "invalid JSON"),
+        ('"just a string"', "JSON str where an object was expected"),
+    ],
+)
+def test_non_objects_are_rejected_with_a_reason(body, reason):
+    result = to_landing_record(message(body, receive_count=3))
+    assert isinstance(result, Rejection)
+    assert result.receive_count == 3
+    assert reason in result.reason
+
+
+def test_landing_lines_round_trip_into_raw_rows_and_foreign_lines_are_kept():
+    first = to_landing_record(message('{"event_id": "e1"}', message_id="a"))
+    second = to_landing_record(message('{"event_id": "e2"}', message_id="b"))
+    data = landing_line(first) + landing_line(second) + b"not an envelope\n"
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    rows = raw_rows(data, "landing/x", "b1", now)
+    assert [r["line_number"] for r in rows] == [1, 2, 3]
+    assert [r["message_id"] for r in rows] == ["a", "b", None]
+    assert rows[2]["body"] == "not an envelope"
+    assert rows[0]["sent_timestamp"] == datetime.fromtimestamp(1764345600, tz=UTC)
+    assert orjson.loads(rows[1]["body"]) == {"event_id": "e2"}

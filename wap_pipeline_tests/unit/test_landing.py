@@ -1,0 +1,58 @@
+from datetime import UTC, datetime, timedelta
+
+from wap_pipeline.ingest.landing import (
+    LandingCursor,
+    LandingObject,
+    Manifest,
+    advance_cursor,
+    group_into_batches,
+    listing_start_after,
+    make_batch_id,
+    select_new,
+)
+
+T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+
+def obj(key: str, seconds: float) -> LandingObject:
+    return LandingObject(f"landing/2026/11/28/12/{key}", 10, T0 + timedelta(seconds=seconds))
+
+
+def test_first_tick_takes_everything_not_claimed_oldest_first():
+    objects = [obj("b", 2), obj("a", 1), obj("c", 3)]
+    fresh = select_new(objects, LandingCursor(), claimed={objects[2].key})
+    assert [o.key.rsplit("/", 1)[1] for o in fresh] == ["a", "b"]
+
+
+def test_objects_of_the_same_second_are_neither_missed_nor_taken_twice():
+    first = [obj("x", 5), obj("y", 5)]
+    cursor = advance_cursor(LandingCursor(), first, [])
+    late_same_second = obj("a-late", 5)  # sorts before the others, listed on the next tick
+    fresh = select_new(first + [late_same_second], cursor, claimed=set())
+    assert fresh == [late_same_second]
+
+
+def test_objects_older_than_the_lookback_are_considered_done():
+    cursor = advance_cursor(LandingCursor(), [obj("new", 3600)], [])
+    assert select_new([obj("ancient", 0), obj("new", 3600)], cursor, set()) == []
+
+
+def test_cursor_round_trips_and_prunes_keys_outside_the_window():
+    cursor = advance_cursor(LandingCursor(), [obj("old", 0), obj("new", 3600)], [])
+    assert cursor.recent == {obj("new", 3600).key}
+    assert LandingCursor.from_json(cursor.to_json()) == cursor
+    assert listing_start_after("landing/", cursor) == "landing/2026/11/28/11/"
+
+
+def test_batches_are_bounded_and_ids_sort_by_creation():
+    objects = [obj(str(i), i) for i in range(5)]
+    batches = group_into_batches(objects, max_files=2, created=T0)
+    assert [len(b.files) for b in batches] == [2, 2, 1]
+    ids = [b.batch_id for b in batches]
+    assert ids == sorted(ids) and ids[0] == make_batch_id(T0, 0) == "20261128T120000000Z-000"
+    assert batches[0].bookmark == objects[1].key
+
+
+def test_manifest_round_trips():
+    manifest = Manifest("b1", (obj("a", 1), obj("b", 2)))
+    assert Manifest.from_json(manifest.to_json()) == manifest

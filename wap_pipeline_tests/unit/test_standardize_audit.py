@@ -1,0 +1,135 @@
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from wap_pipeline.events import make_events
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA, STANDARDIZED_SCHEMA, payload_fields
+from wap_pipeline.rules.audit import count_invalid, tag_invalid
+from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
+
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+FIELDS = payload_fields(STANDARDIZED_SCHEMA)
+
+
+def raw_table(payloads: list, replay: list[bool] | None = None) -> pa.Table:
+    rows = []
+    for i, payload in enumerate(payloads):
+        body = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        rows.append(
+            {
+                "batch_id": "b1",
+                "landing_file_key": "landing/f",
+                "line_number": i + 1,
+                "message_id": f"m{i}",
+                "original_message_id": f"m{i}",
+                "idempotency_key": None,
+                "is_replay": bool(replay and replay[i]),
+                "sent_timestamp": NOW,
+                "receive_count": 1,
+                "body": body,
+                "ingested_at": NOW,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow())
+
+
+def audited(payloads: list, quarantined=(), replay=None):
+    result = standardize(raw_table(payloads, replay), FIELDS, NOW, quarantined)
+    return tag_invalid(result.rows, NOW), result.skipped
+
+
+def test_generated_events_are_all_valid_and_typed():
+    events = make_events(50, seed=7)
+    rows, skipped = audited(events)
+    assert skipped.num_rows == 0
+    assert count_invalid(rows).invalid_rows == 0
+    assert rows["amount_minor"].type == pa.int64()
+    assert rows["event_timestamp"].type == pa.timestamp("us", tz="UTC")
+    assert rows["idempotency_key"].to_pylist() == [e["idempotency_key"] for e in events]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"idempotency_key": None}, "idempotency_key_missing"),
+        ({"idempotency_key": "   "}, "idempotency_key_missing"),
+        ({"idempotency_key": "ab\x1fcd"}, "idempotency_key_unprintable"),
+        ({"idempotency_key": "k" * 129}, "idempotency_key_too_long"),
+        ({"event_id": ""}, "event_id_missing"),
+        ({"event_timestamp": None}, "event_timestamp_missing"),
+        ({"event_timestamp": "yesterday"}, "event_timestamp unparseable"),
+        ({"event_timestamp": "2026-11-28T10:00:00"}, "event_timestamp unparseable"),  # no offset
+        ({"event_timestamp": (NOW + timedelta(days=3)).isoformat()}, "event_timestamp_in_future"),
+        ({"currency": "eur"}, "currency_invalid"),
+        ({"amount_minor": None}, "amount_missing"),
+        ({"amount_minor": 10**15}, "amount_out_of_range"),
+        ({"account_id": None}, "account_id_missing"),
+        ({"event_type": ""}, "event_type_missing"),
+    ],
+)
+def test_cde_violations_are_tagged_not_dropped(change, reason):
+    good, bad = make_events(2, seed=1)
+    bad.update(change)
+    rows, _ = audited([good, bad])
+    assert rows.num_rows == 2
+    assert rows["invalid_flag"].to_pylist() == [False, True]
+    assert any(r.startswith(reason) for r in rows["invalid_reasons"][1].as_py())
+    audit = count_invalid(rows)
+    assert audit.invalid_rows == 1
+    assert audit.sample_invalid_ids == [bad["event_id"] or "message:m1"]
+
+
+def test_a_body_that_is_not_an_object_is_tagged():
+    rows, _ = audited([make_events(1, seed=2)[0], "not json at all"])
+    assert rows["invalid_reasons"][1].as_py()[0] == "payload is not a JSON object"
+
+
+def test_schema_mismatch_names_the_fields_and_examples():
+    event, other = make_events(2, seed=3)
+    event["amount_minor"] = "12.50"
+    other["loyalty_tier"] = "gold"
+    with pytest.raises(SchemaMismatchError) as error:
+        audited([event, other])
+    assert set(error.value.problems) == {"amount_minor", "loyalty_tier"}
+    assert "string where long was expected" in error.value.problems["amount_minor"]
+    assert error.value.examples["amount_minor"] == [event["event_id"]]
+    assert "amount_minor" in str(error.value) and "loyalty_tier" in str(error.value)
+
+
+def test_booleans_are_not_accepted_as_integers():
+    event = make_events(1, seed=4)[0]
+    event["amount_minor"] = True
+    with pytest.raises(SchemaMismatchError):
+        audited([event])
+
+
+def test_quarantine_masks_originals_but_lets_replays_through():
+    original, replay, other = make_events(3, seed=5)
+    replay["event_id"] = original["event_id"]
+    original["idempotency_key"] = None  # the broken copy
+    rows, skipped = audited(
+        [original, replay, other], quarantined={original["event_id"]}, replay=[False, True, False]
+    )
+    assert skipped["event_id"].to_pylist() == [original["event_id"]]
+    assert skipped["message_id"].to_pylist() == ["m0"]
+    assert rows.num_rows == 2
+    assert count_invalid(rows).invalid_rows == 0
+    assert rows["is_replay"].to_pylist() == [True, False]
+
+
+def test_quarantine_masks_records_that_would_break_the_schema():
+    bad = make_events(1, seed=6)[0]
+    bad["amount_minor"] = "oops"
+    rows, skipped = audited([bad], quarantined={bad["event_id"]})
+    assert rows.num_rows == 0
+    assert skipped.num_rows == 1
+
+
+def test_is_replay_in_the_payload_counts_as_replay():
+    event = make_events(1, seed=8)[0]
+    event["is_replay"] = True
+    rows, skipped = audited([event], quarantined={event["event_id"]})
+    assert skipped.num_rows == 0
+    assert rows["is_replay"].to_pylist() == [True]
