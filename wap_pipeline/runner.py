@@ -9,15 +9,24 @@ webserver, so a failed run can be re-executed from the UI or through GraphQL lat
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, DagsterRunStatus, SensorDefinition, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunsFilter,
+    SensorDefinition,
+    build_sensor_context,
+)
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.execution.api import execute_run
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.remote_origin import (
     ManagedGrpcPythonEnvCodeLocationOrigin,
     RemoteJobOrigin,
@@ -26,12 +35,19 @@ from dagster._core.remote_origin import (
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from wap_pipeline.definitions import RESOURCES, defs
+from wap_pipeline.jobs import PIPELINE_JOB
+from wap_pipeline.partitions import landing_batches
 from wap_pipeline.sensors import landing_sensor, queue_depth, sqs_sensor
 
 CODE_LOCATION = "wap_pipeline"
 DEFINITIONS_MODULE = "wap_pipeline.definitions"
 SINGLETON_REPOSITORY = "__repository__"
 _CURSOR_KEY = "wap_pipeline/sensor_cursor/{}"
+PARTITION_TAG = "dagster/partition"
+# Which process executes a headless run: lets a later redrive recognise runs whose process died.
+PID_TAG = "wap/pid"
+HOST_TAG = "wap/host"
+_UNFINISHED = (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 
 
 @dataclass
@@ -71,25 +87,127 @@ def _remote_origin(job_name: str) -> RemoteJobOrigin:
     )
 
 
-def launch_run(
-    instance: DagsterInstance, job_name: str, tags: dict[str, str], log_level: str = "INFO"
-) -> RunOutcome:
-    """Create a run as the daemon would, and execute it here."""
+def _reconstructable(job_name: str):
     repository = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
     )
-    recon_job = repository.get_reconstructable_job(job_name)
+    return repository.get_reconstructable_job(job_name)
+
+
+def launch_run(
+    instance: DagsterInstance,
+    job_name: str,
+    tags: dict[str, str],
+    log_level: str = "INFO",
+    parent: DagsterRun | None = None,
+) -> RunOutcome:
+    """Create a run as the daemon (or, with ``parent``, the UI's "re-execute from failure") would,
+    and execute it here."""
+    recon_job = _reconstructable(job_name)
     job_def = recon_job.get_definition()
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    lineage: dict = {}
+    if parent is not None:
+        step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(
+            instance=instance, parent_run=parent
+        )
+        lineage = {
+            "execution_plan": create_execution_plan(
+                recon_job,
+                run_config,
+                step_keys_to_execute=step_keys,
+                known_state=known_state,
+                tags=parent.tags,
+            ),
+            "parent_run_id": parent.run_id,
+            "root_run_id": parent.root_run_id or parent.run_id,
+        }
+        tags = {**parent.tags, **tags}
     run = instance.create_run_for_job(
         job_def=job_def,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        tags={**job_def.tags, **tags},
+        run_config=run_config,
+        tags={**job_def.tags, **tags, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
         remote_job_origin=_remote_origin(job_name),
         job_code_origin=recon_job.get_python_origin(),
+        **lineage,
     )
     execute_run(recon_job, run, instance)
     finished = instance.get_run_by_id(run.run_id)
-    return RunOutcome(run.run_id, job_name, tags.get("dagster/partition"), finished.status.value)
+    return RunOutcome(run.run_id, job_name, tags.get(PARTITION_TAG), finished.status.value)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: DagsterInstance, log: Callable[[str], None] = lambda m: None) -> list[str]:
+    """Mark FAILED the headless runs of this host whose process died (killed, OOM) mid-run.
+
+    Without a daemon nobody else would; a run left STARTED would never be re-driven.
+    """
+    orphaned = []
+    for run in instance.get_runs(RunsFilter(statuses=list(_UNFINISHED))):
+        pid = run.tags.get(PID_TAG)
+        if pid is None or run.tags.get(HOST_TAG) != socket.gethostname() or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"process {pid} running it died (killed or out of memory)")
+        orphaned.append(run.run_id)
+        log(
+            f"run {run.run_id} ({run.tags.get(PARTITION_TAG, run.job_name)}): its process died; marked FAILED"
+        )
+    return orphaned
+
+
+def latest_batch_runs(instance: DagsterInstance) -> dict[str, DagsterRun]:
+    """The newest pipeline run of each batch partition."""
+    latest: dict[str, DagsterRun] = {}
+    for run in instance.get_runs(RunsFilter(job_name=PIPELINE_JOB)):  # newest first
+        key = run.tags.get(PARTITION_TAG)
+        if key is not None:
+            latest.setdefault(key, run)
+    return latest
+
+
+def batches_to_redrive(
+    instance: DagsterInstance, partitions: list[str] | None = None
+) -> list[tuple[str, DagsterRun | None]]:
+    """Batches whose newest run failed (with that run), and batches registered but never run."""
+    latest = latest_batch_runs(instance)
+    todo = []
+    for key in sorted(instance.get_dynamic_partitions(landing_batches.name)):
+        if partitions is not None and key not in partitions:
+            continue
+        run = latest.get(key)
+        if run is None or run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            todo.append((key, run))
+    return todo
+
+
+def redrive(
+    instance: DagsterInstance,
+    partitions: list[str] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    log_level: str = "INFO",
+) -> RunnerReport:
+    """Re-execute failed batches from failure (completed steps are not redone), oldest first;
+    stop at the first that fails again, since the breaker would stop the rest."""
+    report = RunnerReport()
+    fail_orphaned_runs(instance, log)
+    for key, parent in batches_to_redrive(instance, partitions):
+        outcome = launch_run(instance, PIPELINE_JOB, {PARTITION_TAG: key}, log_level, parent=parent)
+        report.runs.append(outcome)
+        origin = f"re-execution of {parent.run_id}" if parent else "first run"
+        log(f"{PIPELINE_JOB} {key} ({origin}) -> {outcome.status} (run {outcome.run_id})")
+        if outcome.status != DagsterRunStatus.SUCCESS.value:
+            break
+    report.idle = True
+    return report
 
 
 def _evaluate(instance: DagsterInstance, sensor_def: SensorDefinition):
@@ -123,7 +241,7 @@ def run_sensor_once(
     for request in data.run_requests or []:
         tags = dict(request.tags)
         if request.partition_key:
-            tags["dagster/partition"] = request.partition_key
+            tags[PARTITION_TAG] = request.partition_key
         job_name = request.job_name or sensor_def.job_name
         outcome = launch_run(instance, job_name, tags, log_level)
         report.runs.append(outcome)

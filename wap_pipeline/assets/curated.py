@@ -14,6 +14,7 @@ from pyiceberg.expressions import In
 
 from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
+from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.partitions import landing_batches
@@ -73,6 +74,7 @@ def curated_events(
             if plan.superseded_keys:
                 tx.delete(In(KEY, plan.superseded_keys), snapshot_properties=properties)
             tx.append(plan.winners.cast(table.schema().as_arrow()), snapshot_properties=properties)
+            fault_point("curated.before_commit")
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,

@@ -6,6 +6,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from wap_pipeline.assets.common import guarded_by_breaker
+from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
 from wap_pipeline.ingest.landing import read_manifest
@@ -55,6 +56,7 @@ def raw_events(
             arrow,
             snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: manifest.bookmark},
         )
+        fault_point("raw.after_append")
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,

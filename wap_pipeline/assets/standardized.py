@@ -30,6 +30,7 @@ from dagster import (
 
 from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.raw import RAW_KEY
+from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
 from wap_pipeline.partitions import landing_batches
@@ -145,12 +146,14 @@ def standardized_events(
         wap.write_to_branch(
             table, branch, rows, {wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: bookmark}
         )
+        fault_point("standardized.after_branch_write")
         audit = count_invalid(
             wap.scan_batch(
                 table, branch, batch_id, ("event_id", "message_id", "invalid_flag", "invalid_reasons")
             )
         )
         metadata = _audit_metadata(audit, branch, batch_id)
+        fault_point("standardized.after_audit")
         retention_ms = Settings.from_env().abandoned_branch_retention_hours * 3600_000
         if not audit.passed:
             wap.abandon_branch(table, branch, f"audit failed: {audit.invalid_rows} invalid", retention_ms)
@@ -174,6 +177,7 @@ def standardized_events(
         except wap.NotFastForwardError as error:
             wap.abandon_branch(table, branch, str(error), retention_ms)
             raise
+        fault_point("standardized.after_publish")
         yield AssetCheckResult(check_name=AUDIT_CHECK, passed=True, metadata=metadata)
         yield MaterializeResult(
             metadata={

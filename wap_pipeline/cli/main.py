@@ -186,6 +186,86 @@ def run(until_idle: bool, timeout: float) -> None:
 
 
 @cli.command()
+@click.option("--partition", "partitions", multiple=True, help="Only this batch (repeatable).")
+@click.option("--then-run/--no-then-run", default=True, help="Afterwards, run until idle.")
+def redrive(partitions: tuple[str, ...], then_run: bool) -> None:
+    """Re-execute failed batches from failure, headless (oldest first).
+
+    Completed steps are not redone; a batch already published is not re-applied. Runs whose process
+    died are marked failed first. Reset the breaker before re-driving.
+    """
+    from dagster import DagsterInstance
+
+    from wap_pipeline.runner import redrive as do_redrive
+    from wap_pipeline.state import ensure_dagster_home
+
+    ensure_dagster_home(_settings())
+    with DagsterInstance.get() as instance:
+        report = do_redrive(instance, list(partitions) or None, log=click.echo)
+    if not report.runs:
+        click.echo("no failed batches to re-drive")
+    if report.failed:
+        for failed in report.failed:
+            click.echo(f"FAILED: {failed.partition} run {failed.run_id}", err=True)
+        sys.exit(EXIT_FAILED_RUNS)
+    if then_run:
+        failed, idle = _drive(900, quiet=False)
+        if failed:
+            sys.exit(EXIT_FAILED_RUNS)
+
+
+@cli.group()
+def schema() -> None:
+    """Inspect and evolve the standardized / curated schemas."""
+
+
+_COLUMN_TYPES = {
+    "string": "StringType",
+    "long": "LongType",
+    "int": "IntegerType",
+    "double": "DoubleType",
+    "boolean": "BooleanType",
+    "timestamptz": "TimestamptzType",
+}
+
+
+@schema.command("show")
+def schema_show() -> None:
+    """Print the schemas of the three tables."""
+    from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.schemas import ensure_tables
+
+    for layer, table in ensure_tables(load_wap_catalog(_settings())).items():
+        click.echo(f"{layer}: {table.schema()}")
+
+
+@schema.command("add-column")
+@click.argument("name")
+@click.argument("column_type", type=click.Choice(sorted(_COLUMN_TYPES)))
+@click.option("--doc", default=None, help="Column documentation.")
+def schema_add_column(name: str, column_type: str, doc: str | None) -> None:
+    """Add an optional producer field to standardized and curated (FMEA 2.1's schema fix).
+
+    Then reset the breaker and re-drive: the same landing files are processed again.
+    """
+    import pyiceberg.types
+
+    from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.schemas import ensure_tables
+
+    tables = ensure_tables(load_wap_catalog(_settings()))
+    iceberg_type = getattr(pyiceberg.types, _COLUMN_TYPES[column_type])()
+    for layer in ("standardized", "curated"):
+        table = tables[layer]
+        if name in [f.name for f in table.schema().fields]:
+            click.echo(f"{layer}: column {name} already exists")
+            continue
+        with table.update_schema() as update:
+            update.add_column(name, iceberg_type, doc=doc)
+        click.echo(f"{layer}: added optional column {name} {column_type}")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--check", is_flag=True, help="Exit 2 unless every sent message is accounted for.")
 def status(as_json: bool, check: bool) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wap_pipeline.faults import fault_point
 from wap_pipeline.rules.envelope import Rejection, landing_line, to_landing_record
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ def forward_messages(firehose, sqs, queue_url: str, stream: str, messages: list[
         return stats
     stats.resent = put_all(firehose, stream, accepted)
     stats.forwarded = len(accepted)
+    fault_point("ingest.after_put_before_delete")
     for start in range(0, len(accepted), 10):
         entries = [
             {"Id": str(i), "ReceiptHandle": handle}

@@ -1,0 +1,48 @@
+"""Small helpers shared by the integration tests: send bodies, read tables, read the breaker."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+
+from wap_pipeline import aws
+from wap_pipeline.iceberg.catalog import load_wap_catalog
+from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.ingest.producer import send_bodies
+from wap_pipeline.provision import queue_url
+from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
+from wap_pipeline.resources.quarantine import Quarantine
+from wap_pipeline.settings import Settings
+from wap_pipeline.state import record_sent
+
+
+def send(settings: Settings, events: list[dict], attributes: list[dict] | None = None) -> list[str]:
+    """Send events as the producer would, and record them in the sent ledger."""
+    sqs = aws.client("sqs", settings)
+    ids = send_bodies(
+        sqs, queue_url(sqs, settings.queue_name), [orjson.dumps(e).decode() for e in events], attributes
+    )
+    record_sent(settings, len(events))
+    return ids
+
+
+def tables(settings: Settings) -> dict:
+    return ensure_tables(load_wap_catalog(settings))
+
+
+def curated_key_counts(settings: Settings) -> Counter:
+    curated = tables(settings)["curated"]
+    return Counter(
+        curated.scan(selected_fields=("idempotency_key",)).to_arrow()["idempotency_key"].to_pylist()
+    )
+
+
+def breaker_state(settings: Settings) -> BreakerState:
+    return CircuitBreaker(
+        aws.client("dynamodb", settings), settings.breaker_table, settings.pipeline_name
+    ).state()
+
+
+def quarantine(settings: Settings) -> Quarantine:
+    return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
