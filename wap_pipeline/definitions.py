@@ -5,7 +5,7 @@ from dagster import Definitions
 from wap_pipeline.assets.curated import curated_events
 from wap_pipeline.assets.raw import raw_events
 from wap_pipeline.assets.standardized import standardized_events
-from wap_pipeline.jobs import ingest_job, pipeline_job
+from wap_pipeline.jobs import cleanup_job, cleanup_schedule, ingest_job, pipeline_job
 from wap_pipeline.resources import (
     AwsResource,
     CircuitBreakerResource,
@@ -23,7 +23,8 @@ RESOURCES = {
 
 defs = Definitions(
     assets=[raw_events, standardized_events, curated_events],
-    jobs=[ingest_job, pipeline_job],
+    jobs=[ingest_job, pipeline_job, cleanup_job],
+    schedules=[cleanup_schedule],
     sensors=[sqs_sensor, landing_sensor],
     resources=RESOURCES,
 )

@@ -4,6 +4,7 @@ from dagster import (
     AssetSelection,
     Failure,
     OpExecutionContext,
+    ScheduleDefinition,
     define_asset_job,
     in_process_executor,
     job,
@@ -13,12 +14,14 @@ from dagster import (
 from wap_pipeline.assets.curated import CURATED_KEY
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
+from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import AwsResource
+from wap_pipeline.resources import AwsResource, IcebergCatalogResource
 
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"
+CLEANUP_JOB = "cleanup_abandoned_branches"
 WRITER_TAG = "wap/writer"
 
 
@@ -60,4 +63,28 @@ pipeline_job = define_asset_job(
     executor_def=in_process_executor,
     tags={WRITER_TAG: PIPELINE_JOB},
     description="raw -> standardized (Write-Audit-Publish) -> curated for one landing batch.",
+)
+
+
+@op(description="Remove abandoned audit branches whose recorded retention has passed.")
+def remove_expired_audit_branches(context: OpExecutionContext, catalog: IcebergCatalogResource) -> None:
+    removed = wap.remove_expired_branches(catalog.tables()["standardized"])
+    context.log.info(f"removed {len(removed)} expired abandoned branch(es): {removed}")
+
+
+@job(
+    name=CLEANUP_JOB,
+    description="Enforce the retention of abandoned audit branches (PyIceberg does not).",
+    executor_def=in_process_executor,
+)
+def cleanup_job() -> None:
+    remove_expired_audit_branches()
+
+
+cleanup_schedule = ScheduleDefinition(
+    name="daily_branch_cleanup",
+    job=cleanup_job,
+    cron_schedule="17 3 * * *",
+    execution_timezone="UTC",
+    description="Daily: remove abandoned audit branches past their retention.",
 )

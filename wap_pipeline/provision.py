@@ -107,6 +107,7 @@ def provision(settings: Settings) -> dict[str, str]:
     dynamodb = aws.client("dynamodb", settings)
     _ensure_table(dynamodb, settings.breaker_table, "pipeline")
     _ensure_table(dynamodb, settings.quarantine_table, "record_id")
+    _ensure_table(dynamodb, settings.audit_table, "entry_id")
     return {
         "queue": source_url,
         "dlq": dlq_url,
@@ -115,4 +116,5 @@ def provision(settings: Settings) -> dict[str, str]:
         "warehouse": f"s3://{settings.warehouse_bucket}/",
         "breaker_table": settings.breaker_table,
         "quarantine_table": settings.quarantine_table,
+        "audit_table": settings.audit_table,
     }

@@ -42,6 +42,7 @@ class Settings:
     warehouse_bucket: str = "wap-warehouse"
     breaker_table: str = "wap-circuit-breaker"
     quarantine_table: str = "wap-quarantine"
+    audit_table: str = "wap-operator-audit"
     pipeline_name: str = "standard_ingest"
     catalog_name: str = "wap"
     # Local state: SQLite catalog, warehouse, server pid/log, Dagster home.

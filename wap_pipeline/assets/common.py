@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import AssetExecutionContext, Failure
+from dagster import AssetExecutionContext, Failure, RetryRequested
 
 from wap_pipeline.resources.breaker import CircuitBreakerResource
 
@@ -16,6 +16,8 @@ def guarded_by_breaker(context: AssetExecutionContext, breaker: CircuitBreakerRe
     breaker.ensure_green()
     try:
         yield
+    except RetryRequested:
+        raise  # a transient conflict the step retries itself; not a reason to stop the pipeline
     except Exception as error:
         reason = error.description if isinstance(error, Failure) and error.description else str(error)
         state = breaker.breaker().trip(

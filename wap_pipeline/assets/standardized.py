@@ -25,6 +25,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    RetryRequested,
     asset,
 )
 
@@ -41,15 +42,18 @@ from wap_pipeline.settings import Settings
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
 AUDIT_CHECK = "audit"
+PUBLISH_CONFLICT_RETRIES = 3
 
 
 def recovery_commands(batch_id: str, sample_ids: list[str]) -> str:
+    """The exact commands that recover a batch that failed its audit."""
     example = sample_ids[0] if sample_ids else "<event_id>"
     return (
-        f"1. inspect the offending records: data-patcher inspect <landing file of batch {batch_id}>\n"
-        f"2. quarantine each bad record: data-patcher quarantine add {example} --reason '...'\n"
-        f"3. (optional) re-inject a fixed copy: data-patcher secure-clean <file> --re-inject-queue <queue>\n"
-        f"4. reset the breaker and re-drive: data-patcher resume-pipeline --pipeline standard_ingest --reason '...'"
+        f"1. quarantine each offending record (ids in `sample_invalid_ids`):\n"
+        f"   `data-patcher quarantine add {example} --reason '<why>'`\n"
+        f"2. (optional) re-inject a fixed copy as a replay (`is_replay=true`): it bypasses the quarantine\n"
+        f"3. reset the breaker and re-drive batch {batch_id} from failure (it is written to a new branch):\n"
+        f"   `data-patcher resume-pipeline --pipeline standard_ingest --reason '<why>'`"
     )
 
 
@@ -133,8 +137,9 @@ def standardized_events(
             raise Failure(
                 description=(
                     f"batch {batch_id} does not fit the standardized schema: {error}. Nothing was written; "
-                    "the bookmark did not move. Evolve the schema (`wap-pipeline schema add-column ...`) or "
-                    "quarantine the records, then reset the breaker and re-drive."
+                    "the bookmark did not move. Evolve the schema (`wap-pipeline schema add-column NAME TYPE`) "
+                    "or quarantine the records (`data-patcher quarantine add ID --reason ...`), then "
+                    "`data-patcher resume-pipeline --pipeline standard_ingest --reason ...`."
                 ),
                 metadata={"batch_id": batch_id, "fields": MetadataValue.json(error.problems)},
                 allow_retries=False,
@@ -175,7 +180,12 @@ def standardized_events(
         try:
             head = wap.fast_forward(table, branch)
         except wap.NotFastForwardError as error:
+            # Another writer moved main: abandon this branch; the retried step writes a new one
+            # from the new head. Only when retries are exhausted does it fail (and trip the breaker).
             wap.abandon_branch(table, branch, str(error), retention_ms)
+            if context.retry_number < PUBLISH_CONFLICT_RETRIES:
+                context.log.warning(f"{error}; retrying the batch on a new branch")
+                raise RetryRequested(max_retries=PUBLISH_CONFLICT_RETRIES, seconds_to_wait=0.5) from error
             raise
         fault_point("standardized.after_publish")
         yield AssetCheckResult(check_name=AUDIT_CHECK, passed=True, metadata=metadata)

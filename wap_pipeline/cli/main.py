@@ -6,9 +6,11 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 
 import click
 
+from wap_pipeline.cli.common import drive_until_idle
 from wap_pipeline.settings import Settings
 
 EXIT_OK = 0
@@ -81,27 +83,6 @@ def provision() -> None:
         click.echo(f"{role:17} {name}")
 
 
-def _drive(timeout: float, quiet: bool, producer_active=lambda: False) -> tuple[int, bool]:
-    """Run the pipeline until idle; returns (failed run count, reached idle)."""
-    from dagster import DagsterInstance
-
-    from wap_pipeline.runner import run_until_idle
-    from wap_pipeline.state import ensure_dagster_home
-
-    ensure_dagster_home(_settings())
-    with DagsterInstance.get() as instance:
-        report = run_until_idle(
-            instance,
-            timeout_s=timeout,
-            log=(lambda m: None) if quiet else click.echo,
-            log_level="WARNING" if quiet else "INFO",
-            producer_active=producer_active,
-        )
-    for failed in report.failed:
-        click.echo(f"FAILED: {failed.job_name} {failed.partition or ''} run {failed.run_id}", err=True)
-    return len(report.failed), report.idle
-
-
 @cli.command()
 @click.option("--count", default=1000, show_default=True, help="How many events to send.")
 @click.option("--wave-size", default=20, show_default=True, help="Events per wave.")
@@ -160,7 +141,8 @@ def send(count: int, wave_size: int, drive: bool, max_depth: int, seed: int | No
     else:
         producer = threading.Thread(target=produce, name="wap-producer", daemon=True)
         producer.start()
-        failures, idle = _drive(timeout, quiet=True, producer_active=producer.is_alive)
+        result = drive_until_idle(settings, timeout, quiet=True, producer_active=producer.is_alive)
+        failures, idle = len(result.failed), result.idle
         producer.join(timeout=5)
     if errors:
         raise click.ClickException(f"sending stopped after {progress['sent']} events: {errors[0]}")
@@ -177,10 +159,10 @@ def send(count: int, wave_size: int, drive: bool, max_depth: int, seed: int | No
 @click.option("--timeout", default=900.0, show_default=True, help="Give up after this many seconds.")
 def run(until_idle: bool, timeout: float) -> None:
     """Evaluate the sensors and execute the runs they request, headless, until idle."""
-    failed, idle = _drive(timeout, quiet=False)
-    if failed:
+    result = drive_until_idle(_settings(), timeout)
+    if result.failed:
         sys.exit(EXIT_FAILED_RUNS)
-    if not idle:
+    if not result.idle:
         click.echo(f"not idle after {timeout:.0f}s", err=True)
         sys.exit(EXIT_NOT_IDLE)
 
@@ -199,19 +181,60 @@ def redrive(partitions: tuple[str, ...], then_run: bool) -> None:
     from wap_pipeline.runner import redrive as do_redrive
     from wap_pipeline.state import ensure_dagster_home
 
+    if then_run:
+        result = drive_until_idle(_settings(), redrive_first=True, partitions=list(partitions) or None)
+        sys.exit(EXIT_FAILED_RUNS if result.failed else EXIT_OK)
     ensure_dagster_home(_settings())
     with DagsterInstance.get() as instance:
         report = do_redrive(instance, list(partitions) or None, log=click.echo)
     if not report.runs:
         click.echo("no failed batches to re-drive")
-    if report.failed:
-        for failed in report.failed:
-            click.echo(f"FAILED: {failed.partition} run {failed.run_id}", err=True)
-        sys.exit(EXIT_FAILED_RUNS)
-    if then_run:
-        failed, idle = _drive(900, quiet=False)
-        if failed:
-            sys.exit(EXIT_FAILED_RUNS)
+    sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
+
+
+@cli.group()
+def branches() -> None:
+    """Audit branches of the standardized table."""
+
+
+@branches.command("list")
+def branches_list() -> None:
+    """Every audit branch, whether it was published, and the retention of abandoned ones."""
+    from datetime import datetime
+
+    from pyiceberg.table.snapshots import ancestors_of
+
+    from wap_pipeline.iceberg import wap
+    from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.schemas import ensure_tables
+
+    table = ensure_tables(load_wap_catalog(_settings()))["standardized"]
+    head = table.current_snapshot()
+    on_main = {s.snapshot_id for s in ancestors_of(head, table.metadata)} if head else set()
+    for name, ref in sorted(table.metadata.refs.items()):
+        if not name.startswith(wap.BRANCH_PREFIX):
+            continue
+        abandoned = table.metadata.properties.get(f"{wap.ABANDONED_PROPERTY_PREFIX}{name}")
+        if ref.snapshot_id in on_main:
+            state = "published"
+        elif abandoned:
+            expires_ms, _, reason = abandoned.partition("|")
+            expires = datetime.fromtimestamp(int(expires_ms) / 1000, tz=UTC).isoformat(timespec="seconds")
+            state = f"abandoned until {expires}: {reason}"
+        else:
+            state = "not published (its run did not finish)"
+        click.echo(f"{name}\t{state}")
+
+
+@branches.command("cleanup")
+def branches_cleanup() -> None:
+    """Remove abandoned branches whose retention has passed (also a daily Dagster schedule)."""
+    from wap_pipeline.iceberg import wap
+    from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.schemas import ensure_tables
+
+    removed = wap.remove_expired_branches(ensure_tables(load_wap_catalog(_settings()))["standardized"])
+    click.echo(f"removed {len(removed)} branch(es)" + (f": {', '.join(removed)}" if removed else ""))
 
 
 @cli.group()
@@ -325,9 +348,13 @@ def breaker_status() -> None:
 
 @breaker.command("reset")
 @click.option("--reason", required=True, help="Why it is safe to resume (recorded).")
-def breaker_reset(reason: str) -> None:
-    """Set the breaker GREEN (recorded with operator and reason)."""
-    state = _breaker().reset(reason)
+@click.option("--operator", envvar="WAP_OPERATOR", default=None, help="Who resets it [default: login name].")
+def breaker_reset(reason: str, operator: str | None) -> None:
+    """Set the breaker GREEN (recorded in the breaker and the operator audit log)."""
+    from wap_pipeline.operations.actions import Operator
+    from wap_pipeline.resources.breaker import operator_name
+
+    state = Operator(_settings(), operator or operator_name()).reset_breaker(reason)
     click.echo(
         f"breaker {state.pipeline} is {state.status} (reset by {state.reset_by}: {state.reset_reason})"
     )

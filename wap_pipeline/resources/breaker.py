@@ -141,8 +141,8 @@ def breaker_failure(state: BreakerState) -> Failure:
         description=(
             f"Circuit breaker for pipeline '{state.pipeline}' is RED (tripped by {state.tripped_by} at "
             f"{state.tripped_at}, batch {state.batch_id or '-'}): {state.reason}. Fix the cause, then reset it: "
-            f"`data-patcher resume-pipeline --pipeline {state.pipeline} --reason '...'` "
-            f"or `wap-pipeline breaker reset --reason '...'`."
+            f"`data-patcher resume-pipeline --pipeline {state.pipeline} --reason '<why>'` (reset and re-drive) "
+            f"or `wap-pipeline breaker reset --reason '<why>'` (reset only)."
         ),
         metadata={
             "breaker_status": state.status,
@@ -151,7 +151,9 @@ def breaker_failure(state: BreakerState) -> Failure:
             "tripped_batch": state.batch_id,
             "tripped_run": MetadataValue.text(state.run_id),
             "reason": MetadataValue.text(state.reason),
-            "reset_command": MetadataValue.text("wap-pipeline breaker reset --reason '<why>'"),
+            "reset_command": MetadataValue.text(
+                f"data-patcher resume-pipeline --pipeline {state.pipeline} --reason '<why>'"
+            ),
         },
         allow_retries=False,
     )

@@ -10,17 +10,29 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def _run(
+    script: str, args: tuple[str, ...], check: bool, timeout: float, env: dict[str, str]
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(BIN / "wap-pipeline"), *args],
+        [str(BIN / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"wap-pipeline {' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+            f"{script} {' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
             f"\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`wap-pipeline ARGS`."""
+    return _run("wap-pipeline", args, check, timeout, {})
+
+
+def patcher(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`data-patcher ARGS`, acting as operator support-bob."""
+    return _run("data-patcher", args, check, timeout, {"WAP_OPERATOR": "support-bob"})

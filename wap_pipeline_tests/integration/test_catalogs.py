@@ -1,8 +1,5 @@
 """The same WAP cycle on every catalog kind, each chosen by PyIceberg configuration alone."""
 
-import uuid
-
-import psycopg2
 import pytest
 
 from wap_pipeline.iceberg.catalog import load_wap_catalog
@@ -23,17 +20,6 @@ def test_default_is_sqlite_under_the_state_dir(stack):
     catalog = load_wap_catalog(Settings.from_env())
     assert catalog.properties["uri"].startswith("sqlite:///") and stack.state_dir in catalog.properties["uri"]
     wap_cases.full_cycle(catalog)
-
-
-@pytest.fixture
-def postgres_database():
-    name = f"wap_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
 
 
 @pytest.mark.postgres

@@ -5,8 +5,8 @@ from dagster import DagsterInstance
 
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
-from wap_pipeline_tests.integration.cli import run_cli
-from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, quarantine, send, tables
+from wap_pipeline_tests.integration.cli import patcher, run_cli
+from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send, tables
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +62,8 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
     (batch,) = batch_ids()
     assert breaker_state(stack).status == "RED"
 
-    quarantine(stack).add(bad["event_id"], "null idempotency_key, fixed copy to be re-injected", "test")
-    run_cli("breaker", "reset", "--reason", "bad record quarantined")
-    run_cli("redrive")
+    patcher("quarantine", "add", bad["event_id"], "--reason", "null idempotency_key, fixed copy to follow")
+    patcher("resume-pipeline", "--pipeline", "standard_ingest", "--reason", "bad record quarantined")
 
     standardized = tables(stack)["standardized"]
     assert wap.published_batches(standardized) == [batch]
@@ -74,6 +73,10 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
     assert bad["event_id"] not in published["event_id"].to_pylist()
     # The abandoned first branch is intact and was never published.
     assert wap.scan_batch(standardized, wap.branch_name(batch), batch).num_rows == 25
+    listed = run_cli("branches", "list").stdout
+    assert f"{wap.branch_name(batch)}\tabandoned until" in listed
+    assert f"{wap.branch_name(batch, 1)}\tpublished" in listed
+    assert "removed 0 branch(es)" in run_cli("branches", "cleanup").stdout, "retention has not passed"
 
     # Re-inject the fixed record as a replay: it bypasses the quarantine in a later batch.
     send(

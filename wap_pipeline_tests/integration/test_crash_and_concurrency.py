@@ -1,0 +1,147 @@
+"""Crashes at every WAP boundary and a concurrent writer: exactly one copy, nothing lost.
+
+Faults are injected by configuration (WAP_FAULTS) into the real `wap-pipeline` process.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from wap_pipeline.events import make_events
+from wap_pipeline.iceberg import wap
+from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send, tables
+
+pytestmark = pytest.mark.integration
+
+
+def the_batch() -> str:
+    with DagsterInstance.get() as instance:
+        (batch,) = instance.get_dynamic_partitions("landing_batches")
+    return batch
+
+
+def assert_exactly_once(stack, events: list[dict], batch: str) -> None:
+    standardized = tables(stack)["standardized"]
+    assert wap.published_batches(standardized) == [batch]
+    assert wap.scan_batch(standardized, wap.MAIN, batch).num_rows == len(events)
+    assert wap.bookmark(standardized)["batch_id"] == batch
+    counts = curated_key_counts(stack)
+    assert set(counts) == {e["idempotency_key"] for e in events}
+    assert max(counts.values()) == 1
+    assert wap.published_batches(tables(stack)["curated"]) == [batch]
+
+
+@pytest.mark.parametrize(
+    ("point", "published_before_crash"),
+    [
+        ("raw.after_append", False),
+        ("standardized.after_branch_write", False),
+        ("standardized.after_audit", False),
+        ("standardized.after_publish", True),
+        ("curated.before_commit", True),
+    ],
+)
+def test_kill_at_a_boundary_then_redrive_gives_exactly_one_copy(
+    stack, monkeypatch, point, published_before_crash
+):
+    events = make_events(15, seed=hash(point) % 1000)
+    send(stack, events)
+    monkeypatch.setenv("WAP_FAULTS", f"{point}=kill")
+    crashed = run_cli("run", "--until-idle", check=False)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    monkeypatch.delenv("WAP_FAULTS")
+    batch = the_batch()
+
+    standardized = tables(stack)["standardized"]
+    assert (wap.published_snapshot(standardized, batch) is not None) == published_before_crash
+    if not published_before_crash:
+        assert wap.bookmark(standardized) is None, "a crash before publish leaves the bookmark alone"
+    assert wap.published_snapshot(tables(stack)["curated"], batch) is None, "curated commits all or nothing"
+
+    redriven = run_cli("redrive")
+    assert "its process died; marked FAILED" in redriven.stdout
+    assert_exactly_once(stack, events, batch)
+    assert tables(stack)["raw"].scan().to_arrow().num_rows == len(events)
+    # Re-running an already published batch is a no-op.
+    run_cli("redrive", "--partition", batch)
+    assert_exactly_once(stack, events, batch)
+
+
+def test_failure_inside_the_curated_commit_commits_nothing(stack, monkeypatch):
+    events = make_events(12, seed=77)
+    send(stack, events)
+    monkeypatch.setenv("WAP_FAULTS", "curated.before_commit=raise")
+    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    monkeypatch.delenv("WAP_FAULTS")
+    batch = the_batch()
+    curated = tables(stack)["curated"]
+    assert curated.current_snapshot() is None or curated.scan().to_arrow().num_rows == 0
+    assert breaker_state(stack).status == "RED"
+    run_cli("breaker", "reset", "--reason", "transient S3 error")
+    run_cli("redrive")
+    assert_exactly_once(stack, events, batch)
+
+
+def _concurrent_publish(stack, monkeypatch, tmp_path: Path) -> None:
+    events = make_events(18, seed=88)
+    send(stack, events)
+    release = tmp_path / f"release-{uuid.uuid4().hex}"
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "WAP_FAULTS": f"standardized.after_audit=pause:{release}",
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "wap-pipeline"), "run", "--until-idle"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{release}.reached").exists():
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the run never reached the publish point"
+            time.sleep(0.1)
+        # Another writer commits to main between our audit and our publish.
+        other = tables(stack)["standardized"]
+        other.append(other.schema().as_arrow().empty_table(), snapshot_properties={"test.other-writer": "1"})
+        moved_to = other.current_snapshot().snapshot_id
+        release.touch()
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+
+    batch = the_batch()
+    standardized = tables(stack)["standardized"]
+    ancestry = {
+        s.snapshot_id for s in wap.ancestors_of(standardized.current_snapshot(), standardized.metadata)
+    }
+    assert moved_to in ancestry, "the other writer's commit was kept"
+    assert wap.branches_of_batch(standardized, batch) == [wap.branch_name(batch), wap.branch_name(batch, 1)]
+    first = standardized.metadata.refs[wap.branch_name(batch)].snapshot_id
+    assert first not in ancestry, "the refused branch is not an ancestor of main"
+    assert_exactly_once(stack, events, batch)
+    assert breaker_state(stack).status == "GREEN"
+
+
+def test_main_moved_between_write_and_publish_sqlite(stack, monkeypatch, tmp_path):
+    _concurrent_publish(stack, monkeypatch, tmp_path)
+
+
+@pytest.mark.postgres
+def test_main_moved_between_write_and_publish_postgresql(stack, monkeypatch, tmp_path, postgres_database):
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
+    _concurrent_publish(stack, monkeypatch, tmp_path)
