@@ -33,6 +33,7 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 
 from wap_pipeline.definitions import RESOURCES, defs
 from wap_pipeline.jobs import PIPELINE_JOB
@@ -44,9 +45,10 @@ DEFINITIONS_MODULE = "wap_pipeline.definitions"
 SINGLETON_REPOSITORY = "__repository__"
 _CURSOR_KEY = "wap_pipeline/sensor_cursor/{}"
 PARTITION_TAG = "dagster/partition"
-# Which process executes a headless run: lets a later redrive recognise runs whose process died.
-PID_TAG = "wap/pid"
-HOST_TAG = "wap/host"
+# Which process executes a headless run ("<host>:<pid>:<run id>"): lets a later redrive recognise
+# runs whose process died. The run id makes an inherited tag (UI re-executions copy the parent's
+# tags) harmless: it only counts on the run it names.
+EXECUTOR_TAG = "wap/executor"
 _UNFINISHED = (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 
 
@@ -123,10 +125,12 @@ def launch_run(
             "root_run_id": parent.root_run_id or parent.run_id,
         }
         tags = {**parent.tags, **tags}
+    run_id = make_new_run_id()
     run = instance.create_run_for_job(
         job_def=job_def,
+        run_id=run_id,
         run_config=run_config,
-        tags={**job_def.tags, **tags, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
+        tags={**job_def.tags, **tags, EXECUTOR_TAG: f"{socket.gethostname()}:{os.getpid()}:{run_id}"},
         remote_job_origin=_remote_origin(job_name),
         job_code_origin=recon_job.get_python_origin(),
         **lineage,
@@ -153,8 +157,9 @@ def fail_orphaned_runs(instance: DagsterInstance, log: Callable[[str], None] = l
     """
     orphaned = []
     for run in instance.get_runs(RunsFilter(statuses=list(_UNFINISHED))):
-        pid = run.tags.get(PID_TAG)
-        if pid is None or run.tags.get(HOST_TAG) != socket.gethostname() or _process_alive(int(pid)):
+        host, _, rest = run.tags.get(EXECUTOR_TAG, "").partition(":")
+        pid, _, owner_run_id = rest.partition(":")
+        if host != socket.gethostname() or owner_run_id != run.run_id or _process_alive(int(pid)):
             continue
         instance.report_run_failed(run, f"process {pid} running it died (killed or out of memory)")
         orphaned.append(run.run_id)
