@@ -11,7 +11,7 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install demo test lint format dev services clean
+.PHONY: install demo test chaos lint format dev services clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: install
 ## The whole test suite (lint first). .ci/run runs exactly this.
 test: install services lint
 	$(PY) -m pytest
+
+## Fault tests at full size: 5,000 messages through 30 % throttling and partial failures, outages.
+chaos: install services
+	WAP_FAULTED_MESSAGES=5000 $(PY) -m pytest -p no:cacheprovider wap_pipeline_tests/integration/test_ingest_faults.py
 
 lint: install
 	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests

@@ -3,9 +3,17 @@
 from dagster import Definitions
 
 from wap_pipeline.assets.curated import curated_events
+from wap_pipeline.assets.operations import dlq_depth
 from wap_pipeline.assets.raw import raw_events
 from wap_pipeline.assets.standardized import standardized_events
-from wap_pipeline.jobs import cleanup_job, cleanup_schedule, ingest_job, pipeline_job
+from wap_pipeline.jobs import (
+    cleanup_job,
+    cleanup_schedule,
+    ingest_job,
+    operations_job,
+    operations_schedule,
+    pipeline_job,
+)
 from wap_pipeline.resources import (
     AwsResource,
     CircuitBreakerResource,
@@ -22,9 +30,9 @@ RESOURCES = {
 }
 
 defs = Definitions(
-    assets=[raw_events, standardized_events, curated_events],
-    jobs=[ingest_job, pipeline_job, cleanup_job],
-    schedules=[cleanup_schedule],
+    assets=[raw_events, standardized_events, curated_events, dlq_depth],
+    jobs=[ingest_job, pipeline_job, cleanup_job, operations_job],
+    schedules=[cleanup_schedule, operations_schedule],
     sensors=[sqs_sensor, landing_sensor],
     resources=RESOURCES,
 )

@@ -11,7 +11,9 @@ from dagster import (
     op,
 )
 
+from wap_pipeline.assets.common import transient_retry_policy
 from wap_pipeline.assets.curated import CURATED_KEY
+from wap_pipeline.assets.operations import DLQ_KEY
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.iceberg import wap
@@ -22,10 +24,14 @@ from wap_pipeline.resources import AwsResource, IcebergCatalogResource
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"
 CLEANUP_JOB = "cleanup_abandoned_branches"
+OPERATIONS_JOB = "observe_operations"
 WRITER_TAG = "wap/writer"
 
 
-@op(description="Receive from SQS, forward to Firehose, delete a message only after Firehose accepted it.")
+@op(
+    description="Receive from SQS, forward to Firehose, delete a message only after Firehose accepted it.",
+    retry_policy=transient_retry_policy(),
+)
 def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> None:
     settings = aws.settings()
     try:
@@ -38,9 +44,16 @@ def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> No
             visibility_timeout_s=settings.visibility_timeout_s,
             max_messages=settings.ingest_max_messages_per_run,
             wait_s=settings.receive_wait_s,
+            limits=settings.payload_limits,
         )
     except PartialFailureError as error:
         raise Failure(str(error), allow_retries=True) from error
+    for rejection in stats.rejections:
+        context.log.warning(
+            f"rejected message {rejection.message_id} (receive {rejection.receive_count} of "
+            f"{settings.max_receive_count}): {rejection.reason} -- left on the queue; SQS moves it to the DLQ "
+            "after the last receive"
+        )
     context.log.info(
         f"received {stats.received}, forwarded {stats.forwarded}, deleted {stats.deleted}, "
         f"rejected {stats.rejected} (left for the DLQ), resent {stats.resent}"
@@ -87,4 +100,20 @@ cleanup_schedule = ScheduleDefinition(
     cron_schedule="17 3 * * *",
     execution_timezone="UTC",
     description="Daily: remove abandoned audit branches past their retention.",
+)
+
+
+operations_job = define_asset_job(
+    name=OPERATIONS_JOB,
+    selection=AssetSelection.assets(DLQ_KEY),
+    executor_def=in_process_executor,
+    description="Observe the pipeline's health: DLQ depth and age.",
+)
+
+operations_schedule = ScheduleDefinition(
+    name="observe_operations_every_5_minutes",
+    job=operations_job,
+    cron_schedule="*/5 * * * *",
+    execution_timezone="UTC",
+    description="Every 5 minutes: DLQ depth and age, so the UI plots them over time.",
 )

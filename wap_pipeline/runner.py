@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
     DagsterInstance,
     DagsterRun,
@@ -36,7 +37,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_run_id
 
 from wap_pipeline.definitions import RESOURCES, defs
-from wap_pipeline.jobs import PIPELINE_JOB
+from wap_pipeline.jobs import OPERATIONS_JOB, PIPELINE_JOB
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.sensors import landing_sensor, queue_depth, sqs_sensor
 
@@ -283,9 +284,17 @@ def run_until_idle(
         if launched:
             continue
         producing = producer_active()
-        visible, in_flight = queue_depth(aws)
+        try:
+            visible, in_flight = queue_depth(aws)
+        except (BotoCoreError, ClientError) as error:
+            log(f"ingest queue unreachable, waiting: {error}")
+            time.sleep(poll_s)
+            continue
         if visible == 0 and in_flight == 0 and not producing:
             report.idle = True
+            observe = launch_run(instance, OPERATIONS_JOB, {}, log_level)
+            report.runs.append(observe)
+            log(f"{OPERATIONS_JOB} -> {observe.status} (run {observe.run_id})")
             return report
         time.sleep(poll_s)
     return report

@@ -54,9 +54,19 @@ class Settings:
     forward_batch_records: int = 30
     # Long-poll wait of each receive: a drain run keeps going while messages keep arriving.
     receive_wait_s: int = 1
+    # Payloads larger or more deeply nested than this are malformed (they end in the DLQ).
+    max_payload_bytes: int = 128 * 1024
+    max_payload_depth: int = 32
     # One drain run forwards at most this many messages, so that batches stay a sensible size.
     ingest_max_messages_per_run: int = 2000
     aws_max_attempts: int = 8
+    # DLQ depth at which the operations/dlq check warns, and at which it is an error.
+    dlq_warn_depth: int = 1
+    dlq_error_depth: int = 100
+    # Steps retry transient errors (network, throttling past botocore's budget) this many times,
+    # waiting retry_delay_s, then doubling: 5 x 2 s covers an outage of about a minute.
+    step_retries: int = 5
+    step_retry_delay_s: float = 2.0
     # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
     abandoned_branch_retention_hours: int = 14 * 24
 
@@ -68,11 +78,21 @@ class Settings:
             raw = env.get(f"WAP_{f.name.upper()}")
             if raw is None:
                 continue
-            values[f.name] = int(raw) if f.type in ("int", int) else raw
+            convert = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            try:
+                values[f.name] = convert(raw)
+            except ValueError as error:
+                raise ValueError(f"WAP_{f.name.upper()}={raw!r} is not a valid {f.type}") from error
         settings = cls(**values)
         if settings.profile not in ("local", "aws"):
             raise ValueError(f"WAP_PROFILE must be 'local' or 'aws', not {settings.profile!r}")
         return settings
+
+    @property
+    def payload_limits(self):
+        from wap_pipeline.rules.envelope import PayloadLimits
+
+        return PayloadLimits(self.max_payload_bytes, self.max_payload_depth)
 
     @property
     def is_local(self) -> bool:

@@ -50,6 +50,8 @@ def stack(aws_server: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("WAP_STATE_DIR", str(state))
     monkeypatch.setenv("DAGSTER_HOME", str(state / "dagster_home"))
+    # Steps retry transient errors; tests that do not simulate an outage need not wait long.
+    monkeypatch.setenv("WAP_STEP_RETRY_DELAY_S", "0.2")
     for name in list(os.environ):
         if name.startswith("PYICEBERG_CATALOG__"):
             monkeypatch.delenv(name)

@@ -1,24 +1,47 @@
-"""What every table asset does around its own work: fail fast on a RED breaker, trip it on failure."""
+"""What every step does around its own work: retry transient errors, fail fast on a RED breaker,
+trip the breaker when it finally fails."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import AssetExecutionContext, Failure, RetryRequested
+from dagster import AssetExecutionContext, Backoff, Failure, Jitter, RetryPolicy, RetryRequested
 
 from wap_pipeline.resources.breaker import CircuitBreakerResource
+from wap_pipeline.settings import Settings
+
+
+def transient_retry_policy() -> RetryPolicy:
+    """Retry a failed step with exponential backoff; a `Failure(allow_retries=False)` is never retried."""
+    settings = Settings.from_env()
+    return RetryPolicy(
+        max_retries=settings.step_retries,
+        delay=settings.step_retry_delay_s,
+        backoff=Backoff.EXPONENTIAL,
+        jitter=Jitter.PLUS_MINUS,
+    )
+
+
+def _will_be_retried(context: AssetExecutionContext, error: Exception) -> bool:
+    if isinstance(error, Failure) and not error.allow_retries:
+        return False
+    policy = context.op_def.retry_policy
+    return policy is not None and context.retry_number < policy.max_retries
 
 
 @contextmanager
 def guarded_by_breaker(context: AssetExecutionContext, breaker: CircuitBreakerResource) -> Iterator[None]:
-    """Check the breaker before any input is read; trip it if the body fails."""
+    """Check the breaker before any input is read; trip it when the step fails for good."""
     breaker.ensure_green()
     try:
         yield
     except RetryRequested:
         raise  # a transient conflict the step retries itself; not a reason to stop the pipeline
     except Exception as error:
+        if _will_be_retried(context, error):
+            context.log.warning(f"attempt {context.retry_number + 1} failed, will retry: {error}")
+            raise
         reason = error.description if isinstance(error, Failure) and error.description else str(error)
         state = breaker.breaker().trip(
             reason=f"{context.asset_key.to_user_string()}: {reason}",

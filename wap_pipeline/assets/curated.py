@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, asset
 from pyiceberg.expressions import In
 
-from wap_pipeline.assets.common import guarded_by_breaker
+from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
@@ -28,6 +28,7 @@ CURATED_KEY = AssetKey(["curated", "events"])
     key=CURATED_KEY,
     deps=[STANDARDIZED_KEY],
     partitions_def=landing_batches,
+    retry_policy=transient_retry_policy(),
     group_name="curated",
     owners=["team:data-platform"],
     kinds={"iceberg"},

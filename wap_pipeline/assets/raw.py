@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
-from wap_pipeline.assets.common import guarded_by_breaker
+from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
@@ -20,6 +20,7 @@ RAW_KEY = AssetKey(["raw", "events"])
 @asset(
     key=RAW_KEY,
     partitions_def=landing_batches,
+    retry_policy=transient_retry_policy(),
     group_name="ingestion",
     owners=["team:data-platform"],
     kinds={"iceberg", "s3"},

@@ -29,7 +29,7 @@ from dagster import (
     asset,
 )
 
-from wap_pipeline.assets.common import guarded_by_breaker
+from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
@@ -72,6 +72,7 @@ def _audit_metadata(audit: AuditResult, branch: str, batch_id: str) -> dict:
     key=STANDARDIZED_KEY,
     deps=[RAW_KEY],
     partitions_def=landing_batches,
+    retry_policy=transient_retry_policy(),
     group_name="standardized",
     owners=["team:data-platform"],
     kinds={"iceberg"},

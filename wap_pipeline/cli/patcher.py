@@ -1,6 +1,7 @@
 """``data-patcher``: the support team's CLI (FMEA section 5).
 
-Verbs so far: ``quarantine add|list|remove``, ``breaker status``, ``resume-pipeline``, ``audit-log``.
+Verbs so far: ``quarantine add|list|remove``, ``dlq list|show|purge|redrive``, ``breaker status``,
+``resume-pipeline``, ``audit-log``.
 Every action is recorded in the operator audit log. ``--json`` on the group makes output
 machine-readable.
 
@@ -42,6 +43,22 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Destructive verbs go on only with --yes or an interactive 'y'; anything else is refused (exit 3)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        click.echo("refused: this is destructive; pass --yes (no terminal to ask on)", err=True)
+        sys.exit(EXIT_REFUSED)
+    try:
+        agreed = click.confirm(question, default=False)
+    except click.Abort:
+        agreed = False
+    if not agreed:
+        click.echo("refused: nothing was changed", err=True)
+        sys.exit(EXIT_REFUSED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,6 +106,75 @@ def quarantine_remove(ctx: Context, record_id: str, reason: str) -> None:
     ctx.emit(
         {"record_id": record_id, "removed": removed},
         f"{record_id}: {'removed' if removed else 'was not quarantined'}",
+    )
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter queue: messages that failed to parse `maxReceiveCount` times."""
+
+
+def _dlq_url(ctx: Context) -> tuple[object, str]:
+    from wap_pipeline import aws
+    from wap_pipeline.provision import queue_url
+
+    sqs = aws.client("sqs", ctx.settings)
+    return sqs, queue_url(sqs, ctx.settings.dlq_name)
+
+
+@dlq.command("list")
+@click.option("--limit", type=int, default=None, help="At most this many messages.")
+@pass_context
+def dlq_list(ctx: Context, limit: int | None) -> None:
+    """List DLQ messages without consuming them (they stay in the DLQ)."""
+    from wap_pipeline.ingest.dlq import browse
+
+    messages = browse(*_dlq_url(ctx), limit=limit)
+    lines = [
+        f"{m.message_id}\toriginal={m.original_message_id}\treceives={m.receive_count}\tsent={m.sent_at}\t{m.body[:60]!r}"
+        for m in messages
+    ]
+    ctx.emit([m.as_dict() for m in messages], "\n".join(lines) if lines else "DLQ is empty")
+
+
+@dlq.command("show")
+@click.argument("message_id")
+@pass_context
+def dlq_show(ctx: Context, message_id: str) -> None:
+    """Show one DLQ message in full (by message id or original message id)."""
+    from wap_pipeline.ingest.dlq import browse
+
+    found = [m for m in browse(*_dlq_url(ctx)) if message_id in (m.message_id, m.original_message_id)]
+    if not found:
+        click.echo(f"no DLQ message {message_id}", err=True)
+        sys.exit(EXIT_REFUSED)
+    message = found[0]
+    ctx.emit(message.as_dict(), json.dumps(message.as_dict(), indent=2))
+
+
+@dlq.command("purge")
+@click.option("--message-id", "message_ids", multiple=True, help="Only these messages (repeatable).")
+@click.option("--reason", default="confirmed garbage", show_default=True, help="Recorded in the audit log.")
+@click.option("--yes", is_flag=True, help="Do it without asking.")
+@pass_context
+def dlq_purge(ctx: Context, message_ids: tuple[str, ...], reason: str, yes: bool) -> None:
+    """Delete DLQ messages for good (recorded with their ids in the audit log)."""
+    scope = f"{len(message_ids)} message(s)" if message_ids else "EVERY message"
+    confirm(yes, f"Permanently delete {scope} of {ctx.settings.dlq_name}?")
+    purged = ctx.operator().dlq_purge(reason, set(message_ids) or None)
+    ctx.emit([m.as_dict() for m in purged], f"purged {len(purged)} message(s)")
+
+
+@dlq.command("redrive")
+@click.option("--message-id", "message_ids", multiple=True, help="Only these messages (repeatable).")
+@click.option("--reason", default="redrive after fix", show_default=True, help="Recorded in the audit log.")
+@pass_context
+def dlq_redrive(ctx: Context, message_ids: tuple[str, ...], reason: str) -> None:
+    """Send DLQ messages back to the ingest queue, keeping their original message id."""
+    moved = ctx.operator().dlq_redrive(reason, set(message_ids) or None)
+    ctx.emit(
+        [{"original_message_id": m.original_message_id, "new_message_id": new} for m, new in moved],
+        "\n".join(f"{m.original_message_id} -> {new}" for m, new in moved) or "DLQ is empty",
     )
 
 

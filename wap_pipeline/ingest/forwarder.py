@@ -1,9 +1,9 @@
 """Forward SQS messages to Firehose without losing or silently dropping any.
 
-* Every body is parsed. A body that is not a JSON object is never forwarded and never deleted: it
-  returns to the queue after the visibility timeout, and after the redrive policy's max receives
-  SQS itself moves it to the DLQ. The rejection is logged once per receive with the message id,
-  the receive count and the reason.
+* Every body is parsed. A body that is not a JSON object (or is too large or too deeply nested) is
+  never forwarded and never deleted: it returns to the queue after the visibility timeout, and after
+  the redrive policy's max receives SQS itself moves it to the DLQ. Each rejection is returned in
+  the stats (message id, receive count, reason) for the caller to log once.
 * A message is deleted only after Firehose accepted its record. ``PutRecordBatch`` partial failures
   (``FailedPutCount`` > 0) are resent -- only the failed records -- with exponential backoff.
 """
@@ -17,7 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wap_pipeline.faults import fault_point
-from wap_pipeline.rules.envelope import Rejection, landing_line, to_landing_record
+from wap_pipeline.rules.envelope import (
+    DEFAULT_LIMITS,
+    PayloadLimits,
+    Rejection,
+    landing_line,
+    to_landing_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +108,17 @@ def put_all(
     return resends
 
 
-def forward_messages(firehose, sqs, queue_url: str, stream: str, messages: list[dict]) -> ForwardStats:
+def forward_messages(
+    firehose, sqs, queue_url: str, stream: str, messages: list[dict], limits: PayloadLimits = DEFAULT_LIMITS
+) -> ForwardStats:
     """Forward one group of received messages, then delete those Firehose accepted."""
     stats = ForwardStats(received=len(messages))
     accepted: list[tuple[str, bytes]] = []
     for message in messages:
-        record = to_landing_record(message)
+        record = to_landing_record(message, limits)
         if isinstance(record, Rejection):
             stats.rejected += 1
             stats.rejections.append(record)
-            log.warning(
-                "rejected message %s (receive %d): %s -- left on the queue for the redrive policy",
-                record.message_id,
-                record.receive_count,
-                record.reason,
-            )
             continue
         data = landing_line(record)
         if len(data) > FIREHOSE_MAX_RECORD_BYTES:
@@ -158,6 +160,7 @@ def drain(
     visibility_timeout_s: int = 30,
     max_messages: int | None = None,
     wait_s: int = 0,
+    limits: PayloadLimits = DEFAULT_LIMITS,
 ) -> ForwardStats:
     """Receive until the queue answers empty (or ``max_messages`` were received), forwarding in
     groups of up to ``group_size`` messages.
@@ -185,7 +188,7 @@ def drain(
                 break
             group.extend(messages)
         if group:
-            total.add(forward_messages(firehose, sqs, queue_url, stream, group))
+            total.add(forward_messages(firehose, sqs, queue_url, stream, group, limits))
         if empty:
             break
     return total

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from wap_pipeline import aws
+from wap_pipeline.ingest import dlq
 from wap_pipeline.operations.audit_log import AuditLog
+from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine, QuarantineEntry
 from wap_pipeline.settings import Settings
@@ -29,6 +31,41 @@ class Operator:
         removed = self.quarantine.remove(record_id)
         self.audit.record(self.name, "quarantine.remove", record_id, reason, {"was_present": removed})
         return removed
+
+    def dlq_purge(self, reason: str, message_ids: set[str] | None = None) -> list[dlq.DlqMessage]:
+        sqs = aws.client("sqs", self.settings)
+        purged = dlq.purge(sqs, queue_url(sqs, self.settings.dlq_name), message_ids)
+        self.audit.record(
+            self.name,
+            "dlq.purge",
+            self.settings.dlq_name,
+            reason,
+            {
+                "message_ids": [m.message_id for m in purged],
+                "original_message_ids": [m.original_message_id for m in purged],
+            },
+        )
+        return purged
+
+    def dlq_redrive(
+        self, reason: str, message_ids: set[str] | None = None
+    ) -> list[tuple[dlq.DlqMessage, str]]:
+        sqs = aws.client("sqs", self.settings)
+        moved = dlq.redrive(
+            sqs, queue_url(sqs, self.settings.dlq_name), queue_url(sqs, self.settings.queue_name), message_ids
+        )
+        self.audit.record(
+            self.name,
+            "dlq.redrive",
+            self.settings.queue_name,
+            reason,
+            {
+                "moved": [
+                    {"original_message_id": m.original_message_id, "new_message_id": new} for m, new in moved
+                ]
+            },
+        )
+        return moved
 
     def reset_breaker(self, reason: str) -> BreakerState:
         before = self.breaker.state()

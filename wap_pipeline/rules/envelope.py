@@ -24,6 +24,17 @@ ENVELOPE_FIELDS = (
 
 
 @dataclass(frozen=True)
+class PayloadLimits:
+    """What the forwarder accepts. Anything larger or deeper is malformed (it goes to the DLQ)."""
+
+    max_bytes: int = 128 * 1024
+    max_depth: int = 32
+
+
+DEFAULT_LIMITS = PayloadLimits()
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A message that must not be forwarded; it returns to the queue and ends in the DLQ."""
 
@@ -39,24 +50,45 @@ def _attribute(message: dict, name: str) -> str | None:
     return value.get("StringValue")
 
 
-def parse_body(body: str) -> dict | str:
+def _depth_exceeds(value: object, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_body(body: str, limits: PayloadLimits = DEFAULT_LIMITS) -> dict | str:
     """The body as a JSON object, or a precise reason why it is not one."""
+    size = len(body.encode("utf-8", errors="surrogatepass"))
+    if size > limits.max_bytes:
+        return f"payload of {size} bytes exceeds the {limits.max_bytes} byte limit"
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         return f"invalid JSON: {error}"
     if not isinstance(value, dict):
         return f"JSON {type(value).__name__} where an object was expected"
+    if _depth_exceeds(value, limits.max_depth):
+        return f"JSON nested deeper than {limits.max_depth} levels"
     return value
 
 
-def to_landing_record(message: dict) -> dict | Rejection:
+def to_landing_record(message: dict, limits: PayloadLimits = DEFAULT_LIMITS) -> dict | Rejection:
     """Build the landing record for one received SQS message, or reject it."""
     attributes = message.get("Attributes", {})
     message_id = message["MessageId"]
     receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
     body = message.get("Body", "")
-    payload = parse_body(body)
+    payload = parse_body(body, limits)
     if isinstance(payload, str):
         return Rejection(message_id=message_id, receive_count=receive_count, reason=payload)
     is_replay = _attribute(message, "is_replay") == "true" or payload.get("is_replay") is True

@@ -28,11 +28,15 @@ def _run(
     return result
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """`wap-pipeline ARGS`."""
-    return _run("wap-pipeline", args, check, timeout, {})
+def run_cli(
+    *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`wap-pipeline ARGS`, with ``env`` added to the test's environment."""
+    return _run("wap-pipeline", args, check, timeout, env or {})
 
 
-def patcher(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def patcher(
+    *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`data-patcher ARGS`, acting as operator support-bob."""
-    return _run("data-patcher", args, check, timeout, {"WAP_OPERATOR": "support-bob"})
+    return _run("data-patcher", args, check, timeout, {"WAP_OPERATOR": "support-bob", **(env or {})})

@@ -19,12 +19,22 @@ from wap_pipeline.state import record_sent
 
 def send(settings: Settings, events: list[dict], attributes: list[dict] | None = None) -> list[str]:
     """Send events as the producer would, and record them in the sent ledger."""
+    return send_raw(settings, [orjson.dumps(e).decode() for e in events], attributes)
+
+
+def send_raw(settings: Settings, bodies: list[str], attributes: list[dict] | None = None) -> list[str]:
+    """Send bodies exactly as given (malformed ones too), and record them in the sent ledger."""
     sqs = aws.client("sqs", settings)
-    ids = send_bodies(
-        sqs, queue_url(sqs, settings.queue_name), [orjson.dumps(e).decode() for e in events], attributes
-    )
-    record_sent(settings, len(events))
+    ids = send_bodies(sqs, queue_url(sqs, settings.queue_name), bodies, attributes)
+    record_sent(settings, len(bodies))
     return ids
+
+
+def dlq_messages(settings: Settings) -> list:
+    from wap_pipeline.ingest.dlq import browse
+
+    sqs = aws.client("sqs", settings)
+    return browse(sqs, queue_url(sqs, settings.dlq_name))
 
 
 def tables(settings: Settings) -> dict:

@@ -77,8 +77,10 @@ def test_kill_at_a_boundary_then_redrive_gives_exactly_one_copy(
 def test_failure_inside_the_curated_commit_commits_nothing(stack, monkeypatch):
     events = make_events(12, seed=77)
     send(stack, events)
-    monkeypatch.setenv("WAP_FAULTS", "curated.before_commit=raise")
-    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    monkeypatch.setenv("WAP_FAULTS", "curated.before_commit=raise*")  # every attempt fails
+    failed = run_cli("run", "--until-idle", check=False)
+    assert failed.returncode == 1
+    assert failed.stdout.count("will retry") == 5, "transient errors are retried before the breaker trips"
     monkeypatch.delenv("WAP_FAULTS")
     batch = the_batch()
     curated = tables(stack)["curated"]

@@ -22,7 +22,10 @@ def test_aws_profile_hard_codes_no_endpoint(monkeypatch):
     assert settings.queue_name == "prod-events"
 
 
-def test_integers_and_bad_profiles():
+def test_numbers_and_bad_values():
     assert Settings.from_env({"WAP_MAX_RECEIVE_COUNT": "5"}).max_receive_count == 5
+    assert Settings.from_env({"WAP_STEP_RETRY_DELAY_S": "0.5"}).step_retry_delay_s == 0.5
+    with pytest.raises(ValueError, match="WAP_BATCH_MAX_FILES"):
+        Settings.from_env({"WAP_BATCH_MAX_FILES": "many"})
     with pytest.raises(ValueError, match="WAP_PROFILE"):
         Settings.from_env({"WAP_PROFILE": "staging"})

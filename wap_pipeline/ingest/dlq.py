@@ -1,0 +1,141 @@
+"""Dead-letter queue tooling: browse (without consuming), purge, and redrive.
+
+Redrive is receive-and-resend (the local server has no ``StartMessageMoveTask``, and this works on
+both): the copy sent back to the source queue carries ``original_message_id``, since SQS gives it a
+new message id. A DLQ message is deleted only after its copy was accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class DlqMessage:
+    message_id: str
+    original_message_id: str
+    body: str
+    receive_count: int
+    sent_at: datetime | None
+    attributes: dict[str, str]
+    receipt_handle: str
+
+    def as_dict(self) -> dict:
+        return {
+            "message_id": self.message_id,
+            "original_message_id": self.original_message_id,
+            "receive_count": self.receive_count,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "attributes": self.attributes,
+            "body": self.body,
+        }
+
+
+def _parse(message: dict) -> DlqMessage:
+    attributes = {k: v.get("StringValue", "") for k, v in message.get("MessageAttributes", {}).items()}
+    system = message.get("Attributes", {})
+    sent = system.get("SentTimestamp")
+    return DlqMessage(
+        message_id=message["MessageId"],
+        original_message_id=attributes.get("original_message_id") or message["MessageId"],
+        body=message.get("Body", ""),
+        receive_count=int(system.get("ApproximateReceiveCount", "0")),
+        sent_at=datetime.fromtimestamp(int(sent) / 1000, tz=UTC) if sent else None,
+        attributes=attributes,
+        receipt_handle=message["ReceiptHandle"],
+    )
+
+
+def _receive_all(sqs, url: str, limit: int | None, hide_for_s: int) -> list[DlqMessage]:
+    messages: dict[str, DlqMessage] = {}
+    while limit is None or len(messages) < limit:
+        response = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=hide_for_s,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        batch = response.get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            parsed = _parse(message)
+            messages[parsed.message_id] = parsed
+    return list(messages.values())
+
+
+def _make_visible(sqs, url: str, messages: list[DlqMessage]) -> None:
+    for start in range(0, len(messages), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+            for i, m in enumerate(messages[start : start + 10])
+        ]
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+
+
+def browse(sqs, url: str, limit: int | None = None) -> list[DlqMessage]:
+    """Read messages and put them straight back (visible again); nothing is consumed."""
+    messages = _receive_all(sqs, url, limit, hide_for_s=60)
+    _make_visible(sqs, url, messages)
+    return sorted(messages, key=lambda m: (m.sent_at or datetime.min.replace(tzinfo=UTC), m.message_id))
+
+
+def depth(sqs, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def oldest_age_s(messages: list[DlqMessage], now: float | None = None) -> float | None:
+    sent = [m.sent_at.timestamp() for m in messages if m.sent_at]
+    return (now or time.time()) - min(sent) if sent else None
+
+
+def _delete(sqs, url: str, messages: list[DlqMessage]) -> int:
+    deleted = 0
+    for start in range(0, len(messages), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle}
+            for i, m in enumerate(messages[start : start + 10])
+        ]
+        deleted += len(sqs.delete_message_batch(QueueUrl=url, Entries=entries).get("Successful", []))
+    return deleted
+
+
+def purge(sqs, url: str, message_ids: set[str] | None = None) -> list[DlqMessage]:
+    """Delete every message (or only ``message_ids``); returns what was deleted."""
+    messages = _receive_all(sqs, url, None, hide_for_s=120)
+    chosen = [m for m in messages if message_ids is None or m.message_id in message_ids]
+    _make_visible(sqs, url, [m for m in messages if m not in chosen])
+    _delete(sqs, url, chosen)
+    return chosen
+
+
+def redrive(
+    sqs, dlq_url: str, source_url: str, message_ids: set[str] | None = None
+) -> list[tuple[DlqMessage, str]]:
+    """Send each message (or only ``message_ids``) back to the source queue, keeping its original id.
+
+    Returns (DLQ message, new message id) pairs. A DLQ message is deleted only after its copy was sent.
+    """
+    messages = _receive_all(sqs, dlq_url, None, hide_for_s=120)
+    chosen = [m for m in messages if message_ids is None or m.message_id in message_ids]
+    _make_visible(sqs, dlq_url, [m for m in messages if m not in chosen])
+    moved = []
+    for message in chosen:
+        attributes = {**message.attributes, "original_message_id": message.original_message_id}
+        response = sqs.send_message(
+            QueueUrl=source_url,
+            MessageBody=message.body,
+            MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+        )
+        _delete(sqs, dlq_url, [message])
+        moved.append((message, response["MessageId"]))
+    return moved

@@ -1,0 +1,98 @@
+"""FMEA 1.2 and 1.3 over the wire: throttling, partial failures and an outage lose and duplicate nothing.
+
+The pipeline talks to the local server through the project's fault proxy (AWS_ENDPOINT_URL); the test
+itself reads the results directly from the server.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance
+
+from wap_pipeline.events import make_events
+from wap_pipeline_tests.fault_proxy import FaultProxy
+from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.integration.helpers import curated_key_counts, send
+
+pytestmark = pytest.mark.integration
+
+# `make test` sends this many through 30 % faults; the full figure from the issue runs in `make chaos`.
+FAULTED_MESSAGES = int(os.environ.get("WAP_FAULTED_MESSAGES", "300"))
+
+
+@pytest.fixture
+def proxy(stack):
+    with FaultProxy(stack.endpoint_url) as running:
+        yield running
+
+
+def sent_keys(count: int, wave: int, seed: int) -> list[str]:
+    keys = []
+    for number, start in enumerate(range(0, count, wave)):
+        keys += [e["idempotency_key"] for e in make_events(min(wave, count - start), seed=seed + number)]
+    return keys
+
+
+def test_thirty_percent_throttling_and_partial_failures_lose_and_duplicate_nothing(stack, proxy):
+    proxy.plan.error_rate = 0.3
+    proxy.plan.partial_put_rate = 0.3
+    through_proxy = {"AWS_ENDPOINT_URL": proxy.endpoint}
+    run_cli(
+        "send", "--count", str(FAULTED_MESSAGES), "--drive", "--seed", "7", env=through_proxy, timeout=3000
+    )
+
+    assert proxy.stats.errors_injected > 50, proxy.stats
+    assert proxy.stats.partial_puts > 0 and proxy.stats.records_refused > 0, proxy.stats
+    status = json.loads(run_cli("status", "--json", "--check").stdout)
+    assert status["curated_rows"] == status["messages_sent"] == FAULTED_MESSAGES
+    counts = curated_key_counts(stack)
+    assert Counter(sent_keys(FAULTED_MESSAGES, 20, 7)) == counts
+
+
+def test_an_outage_longer_than_the_retry_budget_is_survived(stack, proxy):
+    events = make_events(150, seed=55)
+    send(stack, events)
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "AWS_ENDPOINT_URL": proxy.endpoint,
+        "WAP_AWS_MAX_ATTEMPTS": "3",  # botocore's own budget: a few seconds, far shorter than the blackout
+        "WAP_STEP_RETRY_DELAY_S": "3",  # step retries at ~3, 6, 12, 24 s: they outlast the blackout
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "wap-pipeline"), "run", "--until-idle"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proxy.stats.by_service.get("firehose", 0) < 2:
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "ingest never started"
+            time.sleep(0.05)
+        proxy.plan.blackout(25)  # every connection is reset for 25 s
+        output, _ = process.communicate(timeout=900)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert proxy.stats.blacked_out > 0
+    assert process.returncode == 0, output[-4000:]
+    with DagsterInstance.get() as instance:
+        retries = [
+            event
+            for run in instance.get_runs()
+            for event in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+        ]
+    assert retries, "the blackout outlasted botocore's budget, so a step failed and was retried"
+    counts = curated_key_counts(stack)
+    assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
+    status = json.loads(run_cli("status", "--json", "--check").stdout)
+    assert status["breaker"] == "GREEN" and status["dlq_depth"] == 0
