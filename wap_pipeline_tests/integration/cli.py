@@ -40,3 +40,14 @@ def patcher(
 ) -> subprocess.CompletedProcess:
     """`data-patcher ARGS`, acting as operator support-bob."""
     return _run("data-patcher", args, check, timeout, {"WAP_OPERATOR": "support-bob", **(env or {})})
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`wap-pipeline ARGS` in the background (stdout and stderr merged, as text)."""
+    return subprocess.Popen(
+        [str(BIN / "wap-pipeline"), *args],
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

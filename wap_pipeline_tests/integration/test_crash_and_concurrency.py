@@ -3,9 +3,6 @@
 Faults are injected by configuration (WAP_FAULTS) into the real `wap-pipeline` process.
 """
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +12,7 @@ from dagster import DagsterInstance
 
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
-from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.integration.cli import run_cli, start_cli
 from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send, tables
 
 pytestmark = pytest.mark.integration
@@ -95,17 +92,8 @@ def _concurrent_publish(stack, monkeypatch, tmp_path: Path) -> None:
     events = make_events(18, seed=88)
     send(stack, events)
     release = tmp_path / f"release-{uuid.uuid4().hex}"
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "WAP_FAULTS": f"standardized.after_audit=pause:{release}",
-    }
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "wap-pipeline"), "run", "--until-idle"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = start_cli(
+        "run", "--until-idle", env={"WAP_FAULTS": f"standardized.after_audit=pause:{release}"}
     )
     try:
         deadline = time.monotonic() + 300

@@ -6,18 +6,15 @@ itself reads the results directly from the server.
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from wap_pipeline.events import make_events
 from wap_pipeline_tests.fault_proxy import FaultProxy
-from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.integration.cli import run_cli, start_cli
 from wap_pipeline_tests.integration.helpers import curated_key_counts, send
 
 pytestmark = pytest.mark.integration
@@ -58,19 +55,14 @@ def test_thirty_percent_throttling_and_partial_failures_lose_and_duplicate_nothi
 def test_an_outage_longer_than_the_retry_budget_is_survived(stack, proxy):
     events = make_events(150, seed=55)
     send(stack, events)
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "AWS_ENDPOINT_URL": proxy.endpoint,
-        "WAP_AWS_MAX_ATTEMPTS": "3",  # botocore's own budget: a few seconds, far shorter than the blackout
-        "WAP_STEP_RETRY_DELAY_S": "3",  # step retries at ~3, 6, 12, 24 s: they outlast the blackout
-    }
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "wap-pipeline"), "run", "--until-idle"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = start_cli(
+        "run",
+        "--until-idle",
+        env={
+            "AWS_ENDPOINT_URL": proxy.endpoint,
+            "WAP_AWS_MAX_ATTEMPTS": "3",  # botocore's own budget: seconds, far shorter than the blackout
+            "WAP_STEP_RETRY_DELAY_S": "3",  # step retries at ~3, 6, 12, 24 s: they outlast the blackout
+        },
     )
     try:
         deadline = time.monotonic() + 120
