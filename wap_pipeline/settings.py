@@ -78,7 +78,7 @@ class Settings:
             raw = env.get(f"WAP_{f.name.upper()}")
             if raw is None:
                 continue
-            convert = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            convert = {"int": int, "float": float}.get(f.type, str)  # annotations are strings here
             try:
                 values[f.name] = convert(raw)
             except ValueError as error:
