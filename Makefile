@@ -38,12 +38,12 @@ chaos: install services
 	WAP_FAULTED_MESSAGES=5000 $(PY) -m pytest -p no:cacheprovider wap_pipeline_tests/integration/test_ingest_faults.py
 
 lint: install
-	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests
-	$(VENV)/bin/ruff format --check wap_pipeline wap_pipeline_tests
+	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests benchmarks
+	$(VENV)/bin/ruff format --check wap_pipeline wap_pipeline_tests benchmarks
 
 format: install
-	$(VENV)/bin/ruff check --fix wap_pipeline wap_pipeline_tests
-	$(VENV)/bin/ruff format wap_pipeline wap_pipeline_tests
+	$(VENV)/bin/ruff check --fix wap_pipeline wap_pipeline_tests benchmarks
+	$(VENV)/bin/ruff format wap_pipeline wap_pipeline_tests benchmarks
 
 services:
 	scripts/ensure-services.sh
