@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from wap_pipeline.ingest import sqs as sqs_calls
+
 
 @dataclass(frozen=True)
 class DlqMessage:
@@ -51,15 +53,7 @@ def _parse(message: dict) -> DlqMessage:
 def _receive_all(sqs, url: str, limit: int | None, hide_for_s: int) -> list[DlqMessage]:
     messages: dict[str, DlqMessage] = {}
     while limit is None or len(messages) < limit:
-        response = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=0,
-            VisibilityTimeout=hide_for_s,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        batch = response.get("Messages", [])
+        batch = sqs_calls.receive(sqs, url, visibility_timeout_s=hide_for_s)
         if not batch:
             break
         for message in batch:
@@ -99,13 +93,7 @@ def oldest_age_s(messages: list[DlqMessage], now: float | None = None) -> float 
 
 
 def _delete(sqs, url: str, messages: list[DlqMessage]) -> int:
-    deleted = 0
-    for start in range(0, len(messages), 10):
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m.receipt_handle}
-            for i, m in enumerate(messages[start : start + 10])
-        ]
-        deleted += len(sqs.delete_message_batch(QueueUrl=url, Entries=entries).get("Successful", []))
+    deleted, _ = sqs_calls.delete(sqs, url, [m.receipt_handle for m in messages])
     return deleted
 
 

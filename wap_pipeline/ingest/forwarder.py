@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wap_pipeline.faults import fault_point
+from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.rules.envelope import (
     DEFAULT_LIMITS,
     PayloadLimits,
@@ -136,17 +137,11 @@ def forward_messages(
     stats.resent = put_all(firehose, stream, accepted)
     stats.forwarded = len(accepted)
     fault_point("ingest.after_put_before_delete")
-    for start in range(0, len(accepted), 10):
-        entries = [
-            {"Id": str(i), "ReceiptHandle": handle}
-            for i, (handle, _) in enumerate(accepted[start : start + 10])
-        ]
-        response = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-        stats.deleted += len(response.get("Successful", []))
-        for failure in response.get("Failed", []):
-            # The record is in Firehose already; the message will be redelivered and land twice.
-            # Curated deduplicates by idempotency_key, so this costs a duplicate row in raw only.
-            log.warning("could not delete a forwarded message: %s", failure)
+    stats.deleted, failed = sqs_calls.delete(sqs, queue_url, [handle for handle, _ in accepted])
+    for failure in failed:
+        # The record is in Firehose already; the message will be redelivered and land twice.
+        # Curated deduplicates by idempotency_key, so this costs a duplicate row in raw only.
+        log.warning("could not delete a forwarded message: %s", failure)
     return stats
 
 
@@ -175,14 +170,7 @@ def drain(
         started = time.monotonic()
         empty = False
         while len(group) < group_size and time.monotonic() - started < visibility_timeout_s / 3:
-            response = sqs.receive_message(
-                QueueUrl=queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=wait_s,
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
-            messages = response.get("Messages", [])
+            messages = sqs_calls.receive(sqs, queue_url, wait_s=wait_s)
             if not messages:
                 empty = True
                 break
