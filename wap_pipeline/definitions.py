@@ -2,7 +2,13 @@
 
 from dagster import Definitions
 
-from wap_pipeline.assets.curated import curated_events
+from wap_pipeline.assets.curated import (
+    curated_events,
+    curated_freshness,
+    curated_keys_unique,
+    curated_row_accounting,
+)
+from wap_pipeline.assets.daily_totals import curated_daily_totals
 from wap_pipeline.assets.operations import dlq_depth
 from wap_pipeline.assets.raw import raw_events
 from wap_pipeline.assets.standardized import standardized_events
@@ -30,7 +36,8 @@ RESOURCES = {
 }
 
 defs = Definitions(
-    assets=[raw_events, standardized_events, curated_events, dlq_depth],
+    assets=[raw_events, standardized_events, curated_events, curated_daily_totals, dlq_depth],
+    asset_checks=[curated_keys_unique, curated_row_accounting, curated_freshness],
     jobs=[ingest_job, pipeline_job, cleanup_job, operations_job],
     schedules=[cleanup_schedule, operations_schedule],
     sensors=[sqs_sensor, landing_sensor],

@@ -12,7 +12,8 @@ from dagster import (
 )
 
 from wap_pipeline.assets.common import transient_retry_policy
-from wap_pipeline.assets.curated import CURATED_KEY
+from wap_pipeline.assets.curated import CURATED_KEY, curated_freshness
+from wap_pipeline.assets.daily_totals import DAILY_TOTALS_KEY
 from wap_pipeline.assets.operations import DLQ_KEY
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
@@ -71,11 +72,15 @@ def ingest_job() -> None:
 
 pipeline_job = define_asset_job(
     name=PIPELINE_JOB,
-    selection=AssetSelection.assets(RAW_KEY, STANDARDIZED_KEY, CURATED_KEY),
+    selection=AssetSelection.assets(RAW_KEY, STANDARDIZED_KEY, CURATED_KEY, DAILY_TOTALS_KEY)
+    - AssetSelection.checks(curated_freshness),
     partitions_def=landing_batches,
     executor_def=in_process_executor,
     tags={WRITER_TAG: PIPELINE_JOB},
-    description="raw -> standardized (Write-Audit-Publish) -> curated for one landing batch.",
+    description=(
+        "raw -> standardized (Write-Audit-Publish) -> curated -> daily totals for one landing batch; "
+        "curated's blocking checks guard the totals."
+    ),
 )
 
 
@@ -105,9 +110,9 @@ cleanup_schedule = ScheduleDefinition(
 
 operations_job = define_asset_job(
     name=OPERATIONS_JOB,
-    selection=AssetSelection.assets(DLQ_KEY),
+    selection=AssetSelection.assets(DLQ_KEY) | AssetSelection.checks(curated_freshness),
     executor_def=in_process_executor,
-    description="Observe the pipeline's health: DLQ depth and age.",
+    description="Observe the pipeline's health: DLQ depth and age, curated freshness.",
 )
 
 operations_schedule = ScheduleDefinition(
@@ -115,5 +120,5 @@ operations_schedule = ScheduleDefinition(
     job=operations_job,
     cron_schedule="*/5 * * * *",
     execution_timezone="UTC",
-    description="Every 5 minutes: DLQ depth and age, so the UI plots them over time.",
+    description="Every 5 minutes: DLQ depth and age and curated freshness, so the UI plots them over time.",
 )

@@ -69,6 +69,12 @@ class Settings:
     step_retry_delay_s: float = 2.0
     # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
     abandoned_branch_retention_hours: int = 14 * 24
+    # Curated looks for earlier copies of a batch's keys within this many days of event time around
+    # the batch's own events (see wap_pipeline.rules.curated); wider costs more per batch.
+    curated_dedup_window_days: int = 7
+    # The curated freshness check fails when a batch published to standardized has waited longer
+    # than this for curated.
+    curated_max_lag_minutes: int = 30
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

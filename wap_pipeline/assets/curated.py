@@ -1,16 +1,31 @@
-"""curated/events: one row per idempotency_key, one atomic Iceberg commit per batch.
+"""curated/events: one row per idempotency_key, one atomic Iceberg commit per batch, and its checks.
 
 Reads the batch's published rows from standardized main, plans the merge (see
-:mod:`wap_pipeline.rules.curated`) against the curated rows of the keys it touches, and commits the
-deletes of superseded rows and the inserts in a single transaction: a crash commits nothing.
+:mod:`wap_pipeline.rules.curated`) against the curated rows of the keys it touches -- looked up only
+inside the batch's deduplication window, so the cost follows the batch, not the table's history --
+and commits the deletes of superseded rows and the inserts in a single transaction: a crash commits
+nothing. The commit's snapshot summary records the batch's accounting, which the checks verify
+against what Iceberg actually committed.
 """
 
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, asset
-from pyiceberg.expressions import In
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
+from pyiceberg.table import Table
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
@@ -19,9 +34,57 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
-from wap_pipeline.rules.curated import KEY, plan_merge
+from wap_pipeline.rules.curated import (
+    EVENT_TIME,
+    KEY,
+    PAYLOAD,
+    DedupWindow,
+    dedup_window,
+    duplicate_keys,
+    event_days,
+    plan_merge,
+)
+from wap_pipeline.settings import Settings
 
 CURATED_KEY = AssetKey(["curated", "events"])
+UNIQUE_CHECK = "keys_unique_in_window"
+ACCOUNTING_CHECK = "row_accounting"
+FRESHNESS_CHECK = "standardized_batches_curated_in_time"
+
+# Snapshot-summary properties of a curated commit (values are strings).
+PREFIX = "wap.curated."
+STANDARDIZED_ROWS = PREFIX + "standardized-rows"
+INSERTED = PREFIX + "inserted"
+SUPERSEDED = PREFIX + "superseded"
+SKIPPED = PREFIX + "skipped"
+TOUCHED_DAYS = PREFIX + "touched-days"
+WINDOW = PREFIX + "window"
+_RECOVERY = (
+    "Stop and look before re-driving: `wap-pipeline breaker status`; inspect the batch in the Dagster "
+    "UI (curated/events, Checks tab); after the cause is fixed, `wap-pipeline breaker reset --reason ...` "
+    "and `wap-pipeline rerun-failed`."
+)
+
+
+def window_filter(window: DedupWindow) -> BooleanExpression:
+    return And(
+        GreaterThanOrEqual(EVENT_TIME, window.start.isoformat()),
+        LessThan(EVENT_TIME, window.end.isoformat()),
+    )
+
+
+def _window_of(summary: dict) -> DedupWindow | None:
+    raw = summary.get(WINDOW, "")
+    if not raw:
+        return None
+    start, end = raw.split("/")
+    return DedupWindow(datetime.fromisoformat(start), datetime.fromisoformat(end))
+
+
+def curated_commit_summary(table: Table, batch_id: str) -> dict[str, str] | None:
+    """The accounting properties of the commit that merged ``batch_id`` (None if not merged)."""
+    snapshots = wap.batch_snapshots(table, batch_id)
+    return dict(snapshots[-1].summary.additional_properties) if snapshots else None
 
 
 @asset(
@@ -34,7 +97,8 @@ CURATED_KEY = AssetKey(["curated", "events"])
     kinds={"iceberg"},
     description=(
         "One row per idempotency_key: a replay supersedes the original, otherwise the latest "
-        "event_timestamp wins. Each batch is one atomic commit."
+        "event_timestamp wins. Each batch is one atomic commit. Partitioned by day of event_timestamp; "
+        "a batch deduplicates within `WAP_CURATED_DEDUP_WINDOW_DAYS` of its events."
     ),
 )
 def curated_events(
@@ -46,34 +110,42 @@ def curated_events(
     with guarded_by_breaker(context, breaker):
         tables = catalog.tables()
         standardized, table = tables["standardized"], tables["curated"]
-        done = wap.published_snapshot(table, batch_id)
+        done = curated_commit_summary(table, batch_id)
         if done is not None:
-            context.log.info(
-                f"batch {batch_id} already merged into curated (snapshot {done.snapshot_id}); no-op"
-            )
+            context.log.info(f"batch {batch_id} already merged into curated; no-op")
             return MaterializeResult(metadata={"batch_id": batch_id, "already_merged": True})
         if wap.published_snapshot(standardized, batch_id) is None:
             raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
-        columns = top_level_columns(table.schema())
         batch = wap.scan_batch(standardized, wap.MAIN, batch_id)
-        now = datetime.now(UTC)
         incoming = batch.append_column(
-            "curated_at", pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC"))
-        )
-        incoming = incoming.select(columns)
+            "curated_at", pa.array([datetime.now(UTC)] * batch.num_rows, pa.timestamp("us", tz="UTC"))
+        ).select(top_level_columns(table.schema()))
+        window = dedup_window(incoming, Settings.from_env().curated_dedup_window_days)
         keys = pc.unique(incoming[KEY]).to_pylist()
-        if table.current_snapshot() is not None and keys:
+        if table.current_snapshot() is not None and keys and window is not None:
             current = table.scan(
-                row_filter=In(KEY, keys),
-                selected_fields=(KEY, "is_replay", "event_timestamp", "sent_timestamp"),
+                row_filter=And(In(KEY, keys), window_filter(window)),
+                selected_fields=(KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD),
             ).to_arrow()
         else:
             current = incoming.schema.empty_table()
         plan = plan_merge(incoming, current)
-        properties = {wap.BATCH_ID_PROPERTY: batch_id}
+        replaced = current.filter(pc.is_in(current[KEY], pa.array(plan.superseded_keys, pa.string())))
+        touched = sorted(set(event_days(plan.winners)) | set(event_days(replaced)))
+        properties = {
+            wap.BATCH_ID_PROPERTY: batch_id,
+            STANDARDIZED_ROWS: str(batch.num_rows),
+            INSERTED: str(plan.inserted),
+            SUPERSEDED: str(plan.superseded),
+            SKIPPED: str(plan.skipped),
+            TOUCHED_DAYS: ",".join(day.isoformat() for day in touched),
+            WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
+        }
         with table.transaction() as tx:
             if plan.superseded_keys:
-                tx.delete(In(KEY, plan.superseded_keys), snapshot_properties=properties)
+                tx.delete(
+                    And(In(KEY, plan.superseded_keys), window_filter(window)), snapshot_properties=properties
+                )
             tx.append(plan.winners.cast(table.schema().as_arrow()), snapshot_properties=properties)
             fault_point("curated.before_commit")
         return MaterializeResult(
@@ -83,6 +155,158 @@ def curated_events(
                 "inserted": plan.inserted,
                 "superseded": plan.superseded,
                 "skipped_duplicates": plan.skipped,
-                "accounting_holds": plan.accounted == batch.num_rows,
+                "keys_looked_up_in_window": current.num_rows,
+                "touched_days": MetadataValue.json([d.isoformat() for d in touched]),
             }
         )
+
+
+def _trip_on_failure(
+    context: AssetCheckExecutionContext,
+    breaker: CircuitBreakerResource,
+    check_name: str,
+    result: AssetCheckResult,
+    why: str,
+) -> AssetCheckResult:
+    """A failed curated check is money-grade: stop later batches until an operator has looked."""
+    if not result.passed:
+        breaker.breaker().trip(
+            reason=f"curated/events check {check_name} failed: {why}. {_RECOVERY}",
+            batch_id=context.partition_key,
+            run_id=context.run.run_id,
+            tripped_by=f"dagster:check:{check_name}",
+        )
+        context.log.error(f"{check_name} failed for batch {context.partition_key}: {why}")
+    return result
+
+
+@asset_check(
+    asset=CURATED_KEY,
+    name=UNIQUE_CHECK,
+    blocking=True,
+    partitions_def=landing_batches,
+    description=(
+        "No idempotency_key occurs twice in curated within the batch's deduplication window (the event "
+        "days of the batch, widened by the window). Failed means a duplicate reached curated: the "
+        "breaker trips and what is downstream is blocked. Recover: find the keys in the check's metadata, "
+        "fix, `wap-pipeline breaker reset --reason ...`, `wap-pipeline rerun-failed`."
+    ),
+)
+def curated_keys_unique(
+    context: AssetCheckExecutionContext, catalog: IcebergCatalogResource, breaker: CircuitBreakerResource
+) -> AssetCheckResult:
+    batch_id = context.partition_key
+    table = catalog.tables()["curated"]
+    summary = curated_commit_summary(table, batch_id)
+    window = _window_of(summary or {})
+    if window is None:
+        return AssetCheckResult(passed=True, metadata={"batch_id": batch_id, "rows_checked": 0})
+    keys = table.scan(row_filter=window_filter(window), selected_fields=(KEY,)).to_arrow()[KEY]
+    duplicates = duplicate_keys(keys)
+    result = AssetCheckResult(
+        passed=not duplicates,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "batch_id": batch_id,
+            "rows_checked": len(keys),
+            "duplicate_keys": len(duplicates),
+            "sample_duplicates": MetadataValue.json(dict(list(duplicates.items())[:10])),
+            "window": f"{window.start.date()} .. {window.end.date()}",
+        },
+    )
+    return _trip_on_failure(context, breaker, UNIQUE_CHECK, result, f"{len(duplicates)} duplicate key(s)")
+
+
+@asset_check(
+    asset=CURATED_KEY,
+    name=ACCOUNTING_CHECK,
+    blocking=True,
+    partitions_def=landing_batches,
+    description=(
+        "Every standardized row of the batch is accounted for: standardized rows = inserted + "
+        "superseded + skipped as duplicates, and curated grew by exactly the inserted rows. Failed "
+        "means rows were lost or doubled in the merge: the breaker trips. Recover as the metadata says."
+    ),
+)
+def curated_row_accounting(
+    context: AssetCheckExecutionContext, catalog: IcebergCatalogResource, breaker: CircuitBreakerResource
+) -> AssetCheckResult:
+    batch_id = context.partition_key
+    tables = catalog.tables()
+    published = wap.published_snapshot(tables["standardized"], batch_id)
+    snapshots = wap.batch_snapshots(tables["curated"], batch_id)
+    if published is None or not snapshots:
+        result = AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"batch_id": batch_id, "problem": "batch not in standardized main and curated main"},
+        )
+        return _trip_on_failure(
+            context, breaker, ACCOUNTING_CHECK, result, "batch missing from standardized or curated"
+        )
+    standardized_rows = int(published.summary.additional_properties.get("added-records", "0"))
+    summary = snapshots[-1].summary.additional_properties
+    inserted, superseded, skipped = (int(summary[k]) for k in (INSERTED, SUPERSEDED, SKIPPED))
+    curated = tables["curated"]
+    parent = snapshots[0].parent_snapshot_id
+    before = curated.snapshot_by_id(parent) if parent is not None else None
+    total_before = int(before.summary.additional_properties.get("total-records", "0")) if before else 0
+    total_after = int(summary.get("total-records", "0"))
+    accounted = inserted + superseded + skipped
+    holds = accounted == standardized_rows and total_after - total_before == inserted
+    result = AssetCheckResult(
+        passed=holds,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "batch_id": batch_id,
+            "standardized_rows": standardized_rows,
+            "inserted": inserted,
+            "superseded": superseded,
+            "skipped_duplicates": skipped,
+            "curated_net_new_rows": total_after - total_before,
+            "curated_total_rows": total_after,
+        },
+    )
+    why = (
+        f"standardized {standardized_rows} vs inserted {inserted} + superseded {superseded} + skipped "
+        f"{skipped}; curated grew by {total_after - total_before}"
+    )
+    return _trip_on_failure(context, breaker, ACCOUNTING_CHECK, result, why)
+
+
+@asset_check(
+    asset=CURATED_KEY,
+    name=FRESHNESS_CHECK,
+    description=(
+        "Every batch published to standardized reaches curated within `WAP_CURATED_MAX_LAG_MINUTES`. "
+        "Failed means a batch is stuck between the layers: look for a failed run of its partition, then "
+        "`wap-pipeline rerun-failed --partition KEY`. Runs with the operations job (every 5 minutes)."
+    ),
+)
+def curated_freshness(
+    context: AssetCheckExecutionContext, catalog: IcebergCatalogResource
+) -> AssetCheckResult:
+    tables = catalog.tables()
+    standardized, curated = tables["standardized"], tables["curated"]
+    merged = set(wap.published_batches(curated))
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    pending = [b for b in wap.published_batches(standardized) if b not in merged]
+    oldest_lag_s = 0.0
+    if pending:
+        snapshot = wap.published_snapshot(standardized, pending[0])
+        oldest_lag_s = max(0.0, (now_ms - snapshot.timestamp_ms) / 1000)
+    head = curated.current_snapshot()
+    max_lag_s = Settings.from_env().curated_max_lag_minutes * 60
+    return AssetCheckResult(
+        passed=oldest_lag_s <= max_lag_s,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "pending_batches": len(pending),
+            "oldest_pending_lag_s": MetadataValue.float(round(oldest_lag_s, 1)),
+            "max_lag_s": max_lag_s,
+            "last_commit_age_s": MetadataValue.float(
+                round((now_ms - head.timestamp_ms) / 1000, 1) if head else 0.0
+            ),
+            "sample_pending": MetadataValue.json(pending[:10]),
+        },
+    )

@@ -2,7 +2,8 @@
 
 raw          every landed record as it came (body verbatim) plus lineage
 standardized typed event fields + lineage + the audit's invalid_flag / invalid_reasons
-curated      one row per idempotency_key
+curated      one row per idempotency_key, partitioned by day of event_timestamp
+daily totals events and amount per day, event_type and currency (recomputed for the days a batch touches)
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.transforms import IdentityTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
     BooleanType,
+    DateType,
     IntegerType,
     ListType,
     LongType,
@@ -28,6 +30,7 @@ from pyiceberg.types import (
 RAW_TABLE = ("raw", "events")
 STANDARDIZED_TABLE = ("standardized", "events")
 CURATED_TABLE = ("curated", "events")
+DAILY_TOTALS_TABLE = ("curated", "daily_totals")
 
 # Lineage columns that travel from raw through standardized.
 _LINEAGE = [
@@ -110,6 +113,16 @@ CURATED_SCHEMA = _schema(
     ]
 )
 
+DAILY_TOTALS_SCHEMA = _schema(
+    [
+        ("event_date", DateType(), True),
+        ("event_type", StringType(), False),
+        ("currency", StringType(), False),
+        ("events", LongType(), True),
+        ("amount_minor", LongType(), True),
+    ]
+)
+
 # Columns of standardized that are not fields of the producer's event.
 STANDARDIZED_SYSTEM_COLUMNS = frozenset(
     {"payload", "standardized_at", "invalid_flag", "invalid_reasons"} | {name for name, _, _ in _LINEAGE}
@@ -122,6 +135,14 @@ def _by_batch(schema: Schema) -> PartitionSpec:
         PartitionField(
             source_id=field.field_id, field_id=1000, transform=IdentityTransform(), name="batch_id"
         )
+    )
+
+
+def _by_event_day(schema: Schema) -> PartitionSpec:
+    """Curated's layout: a batch's deduplication lookups and a day's totals read only their days."""
+    field = schema.find_field("event_timestamp")
+    return PartitionSpec(
+        PartitionField(source_id=field.field_id, field_id=1000, transform=DayTransform(), name="event_day")
     )
 
 
@@ -145,7 +166,8 @@ def ensure_tables(catalog: Catalog) -> dict[str, Table]:
         "standardized": _ensure(
             catalog, STANDARDIZED_TABLE, STANDARDIZED_SCHEMA, _by_batch(STANDARDIZED_SCHEMA)
         ),
-        "curated": _ensure(catalog, CURATED_TABLE, CURATED_SCHEMA, None),
+        "curated": _ensure(catalog, CURATED_TABLE, CURATED_SCHEMA, _by_event_day(CURATED_SCHEMA)),
+        "daily_totals": _ensure(catalog, DAILY_TOTALS_TABLE, DAILY_TOTALS_SCHEMA, None),
     }
 
 

@@ -131,8 +131,23 @@ def published_snapshot(table: Table, batch_id: str) -> Snapshot | None:
     return None
 
 
+def batch_snapshots(table: Table, batch_id: str) -> list[Snapshot]:
+    """The snapshots on main's history that carry ``batch_id``, oldest first (a transaction that
+    deletes and appends commits two)."""
+    table.refresh()
+    head = main_snapshot(table)
+    if head is None:
+        return []
+    found = [
+        s
+        for s in ancestors_of(head, table.metadata)
+        if s.summary is not None and s.summary.get(BATCH_ID_PROPERTY) == batch_id
+    ]
+    return found[::-1]
+
+
 def published_batches(table: Table) -> list[str]:
-    """Batch ids published on main, oldest first."""
+    """Batch ids published on main, oldest first, each once (a curated batch commits two snapshots)."""
     head = main_snapshot(table)
     if head is None:
         return []
@@ -141,7 +156,7 @@ def published_batches(table: Table) -> list[str]:
         for s in ancestors_of(head, table.metadata)
         if s.summary is not None and s.summary.get(BATCH_ID_PROPERTY)
     ]
-    return list(reversed(batches))
+    return list(dict.fromkeys(reversed(batches)))
 
 
 def bookmark(table: Table) -> dict[str, str] | None:

@@ -2,18 +2,29 @@
 
 Precedence between two copies of a key: a replay beats an original; then the later
 event_timestamp; then the later sent_timestamp. A copy that does not beat the current row is a
-duplicate and is skipped. Every standardized row of a batch is counted exactly once as inserted,
+duplicate and is skipped -- and so is a copy with the same replay flag and the same payload as the
+current row (a producer's re-send): rewriting a row with itself would cost a file rewrite for nothing. Every standardized row of a batch is counted exactly once as inserted,
 superseded (it replaced a curated row) or skipped -- the accounting identity the curated check uses.
+
+Why the cost of a batch does not grow with the table: curated is partitioned by day of
+event_timestamp, and a batch looks for earlier copies of its keys only in the *deduplication window*,
+the days of its own events widened by ``window_days`` on each side. Every copy of an event (SQS
+redelivery, re-drive, a patched replay) carries the same event_timestamp, so it is always found; a
+correction (same key, new event_timestamp) is found when it comes within the window of the copy it
+corrects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 KEY = "idempotency_key"
+EVENT_TIME = "event_timestamp"
+PAYLOAD = "payload"
 _PRECEDENCE = (
     ("is_replay", "descending"),
     ("event_timestamp", "descending"),
@@ -70,17 +81,109 @@ def plan_merge(batch_rows: pa.Table, current: pa.Table) -> MergePlan:
     skipped = batch_rows.num_rows - candidates.num_rows
     if current.num_rows == 0:
         return MergePlan(candidates, [], candidates.num_rows, 0, skipped)
-    precedence_columns = [KEY] + [name for name, _ in _PRECEDENCE]
-    existing = current.select(precedence_columns).rename_columns(
-        [KEY] + [f"current_{name}" for name, _ in _PRECEDENCE]
+    compared = [name for name, _ in _PRECEDENCE]
+    if PAYLOAD in candidates.column_names and PAYLOAD in current.column_names:
+        compared.append(PAYLOAD)
+    existing = current.select([KEY, *compared]).rename_columns(
+        [KEY] + [f"current_{name}" for name in compared]
     )
     joined = candidates.join(existing, keys=KEY, join_type="left outer")
     is_new = pc.is_null(joined[f"current_{_PRECEDENCE[0][0]}"])
-    current_view = pa.table({name: joined[f"current_{name}"] for name, _ in _PRECEDENCE})
-    wins = pc.or_(is_new, _beats(joined.select([name for name, _ in _PRECEDENCE]), current_view))
+    current_view = pa.table({name: joined[f"current_{name}"] for name in compared})
+    beats = _beats(joined.select(compared), current_view)
+    if PAYLOAD in compared:
+        same_copy = pc.and_(
+            pc.fill_null(pc.equal(joined["is_replay"], current_view["is_replay"]), False),
+            pc.fill_null(pc.equal(joined[PAYLOAD], current_view[PAYLOAD]), False),
+        )
+        beats = pc.and_(beats, pc.invert(same_copy))
+    wins = pc.or_(is_new, beats)
     winners = joined.filter(wins).select(candidates.column_names)
     superseding = joined.filter(pc.and_(wins, pc.invert(is_new)))
     inserted = pc.sum(pc.cast(is_new, pa.int64())).as_py() or 0
     superseded = superseding.num_rows
     skipped += candidates.num_rows - inserted - superseded
     return MergePlan(winners, superseding[KEY].to_pylist(), inserted, superseded, skipped)
+
+
+@dataclass(frozen=True)
+class DedupWindow:
+    """Half-open event-time range ``[start, end)`` in which a batch looks for earlier copies."""
+
+    start: datetime
+    end: datetime
+
+    def days(self) -> list[date]:
+        return [self.start.date() + timedelta(days=n) for n in range((self.end - self.start).days)]
+
+
+def dedup_window(batch_rows: pa.Table, window_days: int) -> DedupWindow | None:
+    """The window of a batch: whole UTC days from its earliest to its latest event, widened by
+    ``window_days`` each side. None for a batch without event times (nothing to look up)."""
+    if batch_rows.num_rows == 0:
+        return None
+    bounds = pc.min_max(batch_rows[EVENT_TIME])
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None:
+        return None
+    start = datetime.combine(low.date(), time(), UTC) - timedelta(days=window_days)
+    end = datetime.combine(high.date(), time(), UTC) + timedelta(days=window_days + 1)
+    return DedupWindow(start, end)
+
+
+def event_days(rows: pa.Table) -> list[date]:
+    """The distinct UTC days of ``rows``' event_timestamp, sorted."""
+    if rows.num_rows == 0:
+        return []
+    days = pc.unique(pc.cast(rows[EVENT_TIME], pa.timestamp("us", tz="UTC")).cast(pa.date32()))
+    return sorted(d for d in days.to_pylist() if d is not None)
+
+
+TOTALS_SCHEMA = pa.schema(
+    [
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("event_type", pa.string()),
+        pa.field("currency", pa.string()),
+        pa.field("events", pa.int64(), nullable=False),
+        pa.field("amount_minor", pa.int64(), nullable=False),
+    ]
+)
+
+
+def daily_totals(curated_rows: pa.Table) -> pa.Table:
+    """Events and amount per (UTC day of event, event_type, currency), the business's daily view."""
+    if curated_rows.num_rows == 0:
+        return TOTALS_SCHEMA.empty_table()
+    dated = pa.table(
+        {
+            "event_date": pc.cast(curated_rows[EVENT_TIME], pa.timestamp("us", tz="UTC")).cast(pa.date32()),
+            "event_type": curated_rows["event_type"],
+            "currency": curated_rows["currency"],
+            "amount_minor": pc.fill_null(curated_rows["amount_minor"], 0),
+        }
+    )
+    grouped = dated.group_by(["event_date", "event_type", "currency"]).aggregate(
+        [("amount_minor", "count"), ("amount_minor", "sum")]
+    )
+    totals = pa.table(
+        {
+            "event_date": grouped["event_date"],
+            "event_type": grouped["event_type"],
+            "currency": grouped["currency"],
+            "events": grouped["amount_minor_count"],
+            "amount_minor": grouped["amount_minor_sum"],
+        }
+    )
+    ordered = totals.sort_by(
+        [("event_date", "ascending"), ("event_type", "ascending"), ("currency", "ascending")]
+    )
+    return ordered.cast(TOTALS_SCHEMA)
+
+
+def duplicate_keys(keys: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """Keys that occur more than once, with their counts (the curated uniqueness check)."""
+    if len(keys) == 0:
+        return {}
+    counts = pc.value_counts(keys)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    return dict(zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist(), strict=True))

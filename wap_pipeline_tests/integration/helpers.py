@@ -56,3 +56,29 @@ def breaker_state(settings: Settings) -> BreakerState:
 
 def quarantine(settings: Settings) -> Quarantine:
     return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
+
+
+def check_evaluations(asset: list[str], check_name: str) -> list:
+    """Evaluations (passed, metadata, partition) of one asset check on the instance, newest first."""
+    from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey(asset), check_name), limit=100
+        )
+    return [
+        r.event.dagster_event.event_specific_data
+        for r in records
+        if r.event is not None and r.event.dagster_event is not None
+    ]
+
+
+def latest_partition_runs(job_name: str = "standard_ingest") -> dict[str, list]:
+    """Runs of the pipeline job by partition, newest first."""
+    from dagster import DagsterInstance, RunsFilter
+
+    runs: dict[str, list] = {}
+    with DagsterInstance.get() as instance:
+        for run in instance.get_runs(RunsFilter(job_name=job_name)):
+            runs.setdefault(run.tags.get("dagster/partition"), []).append(run)
+    return runs

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from wap_pipeline.rules.curated import plan_merge
+from wap_pipeline.rules.curated import daily_totals, dedup_window, duplicate_keys, event_days, plan_merge
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
 SCHEMA = pa.schema(
@@ -70,3 +70,109 @@ def test_later_event_supersedes_and_accounting_identity_holds():
     plan = plan_merge(batch, current)
     assert (plan.inserted, plan.superseded, plan.skipped) == (1, 1, 1)
     assert plan.accounted == batch.num_rows
+
+
+def event_rows(*items) -> pa.Table:
+    """(key, event time, event_type, currency, amount) -> curated-like rows."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "idempotency_key": key,
+                "event_timestamp": when,
+                "event_type": kind,
+                "currency": currency,
+                "amount_minor": amount,
+            }
+            for key, when, kind, currency, amount in items
+        ],
+        schema=pa.schema(
+            [
+                ("idempotency_key", pa.string()),
+                ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                ("event_type", pa.string()),
+                ("currency", pa.string()),
+                ("amount_minor", pa.int64()),
+            ]
+        ),
+    )
+
+
+def test_dedup_window_covers_whole_days_around_the_batch():
+    batch = event_rows(
+        ("a", T0 + timedelta(hours=23, minutes=59), "x", "EUR", 1),
+        ("b", T0 + timedelta(days=1, hours=1), "x", "EUR", 1),
+    )
+    window = dedup_window(batch, 2)
+    assert window.start == T0 - timedelta(days=2)
+    assert window.end == T0 + timedelta(days=4)
+    assert len(window.days()) == 6
+    assert dedup_window(batch.slice(0, 0), 2) is None
+
+
+def test_daily_totals_group_by_utc_day_type_and_currency():
+    totals = daily_totals(
+        event_rows(
+            ("a", T0 + timedelta(hours=1), "payment.captured", "EUR", 100),
+            ("b", T0 + timedelta(hours=2), "payment.captured", "EUR", 250),
+            ("c", T0 + timedelta(hours=3), "payment.refunded", "EUR", -50),
+            ("d", T0 + timedelta(days=1), "payment.captured", "EUR", 7),
+            ("e", T0 + timedelta(hours=4), "payment.captured", "USD", None),
+        )
+    )
+    assert totals.to_pylist() == [
+        {
+            "event_date": T0.date(),
+            "event_type": "payment.captured",
+            "currency": "EUR",
+            "events": 2,
+            "amount_minor": 350,
+        },
+        {
+            "event_date": T0.date(),
+            "event_type": "payment.captured",
+            "currency": "USD",
+            "events": 1,
+            "amount_minor": 0,
+        },
+        {
+            "event_date": T0.date(),
+            "event_type": "payment.refunded",
+            "currency": "EUR",
+            "events": 1,
+            "amount_minor": -50,
+        },
+        {
+            "event_date": (T0 + timedelta(days=1)).date(),
+            "event_type": "payment.captured",
+            "currency": "EUR",
+            "events": 1,
+            "amount_minor": 7,
+        },
+    ]
+    assert daily_totals(event_rows()).num_rows == 0
+
+
+def test_duplicate_keys_and_event_days():
+    keys = pa.array(["a", "b", "a", "c", "a", "b"])
+    assert duplicate_keys(keys) == {"a": 3, "b": 2}
+    assert duplicate_keys(pa.array(["x", "y"])) == {}
+    rows = event_rows(
+        ("a", T0, "x", "EUR", 1), ("b", T0 + timedelta(days=2), "x", "EUR", 1), ("c", T0, "x", "EUR", 1)
+    )
+    assert event_days(rows) == [T0.date(), (T0 + timedelta(days=2)).date()]
+
+
+def test_a_later_resend_of_the_same_payload_is_skipped_not_rewritten():
+    def with_payload(table: pa.Table, payloads: list[str]) -> pa.Table:
+        return table.append_column("payload", pa.array(payloads))
+
+    current = with_payload(rows(("a", False, 1, 1, 10), ("b", False, 1, 1, 20)), ['{"a":1}', '{"b":1}'])
+    incoming = with_payload(
+        rows(("a", False, 1, 5, 10), ("b", False, 1, 5, 21), ("a", True, 1, 6, 10)),
+        ['{"a":1}', '{"b":2}', '{"a":1}'],
+    )
+    plan = plan_merge(incoming.slice(0, 2), current)
+    assert (plan.inserted, plan.superseded, plan.skipped) == (0, 1, 1)
+    assert plan.superseded_keys == ["b"]
+    replay = plan_merge(incoming.slice(2, 1), current)
+    assert (replay.superseded, replay.skipped) == (1, 0), "a replay supersedes even an identical payload"

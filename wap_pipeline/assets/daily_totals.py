@@ -1,0 +1,79 @@
+"""curated/daily_totals: events and amount per day, event_type and currency -- what finance reads.
+
+Incremental: a batch recomputes only the days its curated commit touched (recorded in that commit's
+summary, including the days of rows it superseded), from curated itself, and replaces those days in
+one overwrite. Recomputing from curated makes it idempotent and independent of the order batches
+finish in. Downstream of curated's blocking checks: a failed check keeps wrong totals from publishing.
+"""
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+from pyiceberg.expressions import In
+
+from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
+from wap_pipeline.assets.curated import CURATED_KEY, TOUCHED_DAYS, curated_commit_summary, window_filter
+from wap_pipeline.iceberg import wap
+from wap_pipeline.partitions import landing_batches
+from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.rules.curated import EVENT_TIME, DedupWindow, daily_totals
+
+DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
+
+
+def _days_range(days: list[date]) -> DedupWindow:
+    start = datetime.combine(min(days), time(), UTC)
+    return DedupWindow(start, datetime.combine(max(days), time(), UTC) + timedelta(days=1))
+
+
+@asset(
+    key=DAILY_TOTALS_KEY,
+    deps=[CURATED_KEY],
+    partitions_def=landing_batches,
+    retry_policy=transient_retry_policy(),
+    group_name="curated",
+    owners=["team:finance-analytics"],
+    kinds={"iceberg"},
+    description=(
+        "Events and amount_minor per UTC day of event, event_type and currency, from curated/events. "
+        "Each batch recomputes only the days it touched."
+    ),
+)
+def curated_daily_totals(
+    context: AssetExecutionContext,
+    catalog: IcebergCatalogResource,
+    breaker: CircuitBreakerResource,
+) -> MaterializeResult:
+    batch_id = wap.validate_batch_id(context.partition_key)
+    with guarded_by_breaker(context, breaker):
+        tables = catalog.tables()
+        curated, totals_table = tables["curated"], tables["daily_totals"]
+        summary = curated_commit_summary(curated, batch_id)
+        if summary is None:
+            raise Failure(f"batch {batch_id} is not merged into curated/events; totals cannot be computed")
+        days = [date.fromisoformat(d) for d in summary.get(TOUCHED_DAYS, "").split(",") if d]
+        if not days:
+            return MaterializeResult(metadata={"batch_id": batch_id, "days_recomputed": 0})
+        rows = curated.scan(
+            row_filter=window_filter(_days_range(days)),
+            selected_fields=(EVENT_TIME, "event_type", "currency", "amount_minor"),
+        ).to_arrow()
+        totals = daily_totals(rows)
+        totals = totals.filter(pc.is_in(totals["event_date"], pa.array(days, pa.date32())))
+        totals_table.overwrite(
+            totals.cast(totals_table.schema().as_arrow()),
+            overwrite_filter=In("event_date", [d.isoformat() for d in days]),
+            snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id},
+        )
+        return MaterializeResult(
+            metadata={
+                "batch_id": batch_id,
+                "days_recomputed": len(days),
+                "days": MetadataValue.json([d.isoformat() for d in days]),
+                "curated_rows_read": rows.num_rows,
+                "events": int(pc.sum(totals["events"]).as_py() or 0),
+                "amount_minor": int(pc.sum(totals["amount_minor"]).as_py() or 0),
+            }
+        )
