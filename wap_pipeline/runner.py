@@ -180,19 +180,33 @@ def latest_batch_runs(instance: DagsterInstance) -> dict[str, DagsterRun]:
     return latest
 
 
+REDRIVABLE_STATUSES = frozenset({DagsterRunStatus.FAILURE.value, DagsterRunStatus.CANCELED.value})
+
+
+def select_batches_to_redrive(
+    known: list[str], latest_status: dict[str, str], partitions: list[str] | None = None
+) -> list[str]:
+    """Batches to re-drive, oldest first: those whose newest run failed or was canceled, and those
+    registered but never run. A batch whose newest run succeeded or is still going is left alone.
+
+    One rule for both paths: headless (:func:`redrive`) and GraphQL (``wap-pipeline rerun-failed``).
+    """
+    return [
+        key
+        for key in sorted(known)
+        if (partitions is None or key in partitions)
+        and (key not in latest_status or latest_status[key] in REDRIVABLE_STATUSES)
+    ]
+
+
 def batches_to_redrive(
     instance: DagsterInstance, partitions: list[str] | None = None
 ) -> list[tuple[str, DagsterRun | None]]:
     """Batches whose newest run failed (with that run), and batches registered but never run."""
     latest = latest_batch_runs(instance)
-    todo = []
-    for key in sorted(instance.get_dynamic_partitions(landing_batches.name)):
-        if partitions is not None and key not in partitions:
-            continue
-        run = latest.get(key)
-        if run is None or run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            todo.append((key, run))
-    return todo
+    known = instance.get_dynamic_partitions(landing_batches.name)
+    statuses = {key: run.status.value for key, run in latest.items()}
+    return [(key, latest.get(key)) for key in select_batches_to_redrive(known, statuses, partitions)]
 
 
 def redrive(

@@ -192,6 +192,59 @@ def redrive(partitions: tuple[str, ...], then_run: bool) -> None:
     sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
 
 
+@cli.command("rerun-failed")
+@click.option("--partition", "partitions", multiple=True, help="Only this batch (repeatable).")
+@click.option(
+    "--url",
+    envvar="WAP_DAGSTER_URL",
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    help="The Dagster webserver (env WAP_DAGSTER_URL).",
+)
+@click.option("--wait/--no-wait", default=True, help="Wait for each run; stop at the first that fails.")
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for each run.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rerun_failed(partitions: tuple[str, ...], url: str, wait: bool, timeout: float, as_json: bool) -> None:
+    """Re-execute failed batches from failure through the Dagster webserver (GraphQL).
+
+    The same as "Re-execute from failure" in the UI: only the steps that did not succeed run again
+    (a batch that failed in curated re-runs curated, not standardized). Batches whose newest run
+    succeeded are not touched. Exit 0 when every re-execution succeeded, 1 when one failed, 3 when the
+    webserver is unreachable or the breaker is RED (reset it first). Without a webserver, use
+    `wap-pipeline redrive` (headless).
+    """
+    from wap_pipeline.webserver import DagsterWebserver, WebserverError, rerun_failed
+
+    state = _breaker().state()
+    if state.is_red:
+        click.echo(
+            f"breaker {state.pipeline} is RED ({state.reason[:200]}); re-executed runs would stop at once. "
+            "Reset it first: wap-pipeline breaker reset --reason '...'",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_IDLE)
+    api = DagsterWebserver(url)
+    if not api.reachable():
+        click.echo(
+            f"no Dagster webserver at {url} (start one with `make dev`, or re-drive headless with "
+            "`wap-pipeline redrive`)",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_IDLE)
+    echo = (lambda message: None) if as_json else click.echo
+    try:
+        reruns = rerun_failed(api, list(partitions) or None, wait=wait, timeout_s=timeout, log=echo)
+    except WebserverError as error:
+        click.echo(str(error), err=True)
+        sys.exit(EXIT_NOT_IDLE)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in reruns], indent=2))
+    elif not reruns:
+        click.echo("no failed batches to re-execute")
+    failed = wait and any(not r.succeeded for r in reruns)
+    sys.exit(EXIT_FAILED_RUNS if failed else EXIT_OK)
+
+
 @cli.group()
 def branches() -> None:
     """Audit branches of the standardized table."""
