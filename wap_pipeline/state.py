@@ -43,6 +43,10 @@ def record_sent(settings: Settings, count: int, kind: str = "valid") -> None:
         ledger.write(json.dumps({"at": datetime.now(UTC).isoformat(), "count": count, "kind": kind}) + "\n")
 
 
+# Re-injected copies (patched replays, DLQ redrives) are the same message again, not a new one.
+NOT_NEW_MESSAGES = frozenset({"replay"})
+
+
 def sent_counts(settings: Settings) -> dict[str, int]:
     counts: dict[str, int] = {}
     path = _ledger(settings)

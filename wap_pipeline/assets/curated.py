@@ -52,13 +52,12 @@ ACCOUNTING_CHECK = "row_accounting"
 FRESHNESS_CHECK = "standardized_batches_curated_in_time"
 
 # Snapshot-summary properties of a curated commit (values are strings).
-PREFIX = "wap.curated."
-STANDARDIZED_ROWS = PREFIX + "standardized-rows"
-INSERTED = PREFIX + "inserted"
-SUPERSEDED = PREFIX + "superseded"
-SKIPPED = PREFIX + "skipped"
-TOUCHED_DAYS = PREFIX + "touched-days"
-WINDOW = PREFIX + "window"
+STANDARDIZED_ROWS = wap.CURATED_STANDARDIZED_ROWS
+INSERTED = wap.CURATED_INSERTED
+SUPERSEDED = wap.CURATED_SUPERSEDED
+SKIPPED = wap.CURATED_SKIPPED
+TOUCHED_DAYS = wap.CURATED_TOUCHED_DAYS
+WINDOW = wap.CURATED_WINDOW
 _RECOVERY = (
     "Stop and look before re-driving: `wap-pipeline breaker status`; inspect the batch in the Dagster "
     "UI (curated/events, Checks tab); after the cause is fixed, `wap-pipeline breaker reset --reason ...` "

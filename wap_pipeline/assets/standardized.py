@@ -150,7 +150,14 @@ def standardized_events(
         branch = wap.next_branch_name(table, batch_id)
         wap.create_branch_from_main(table, branch)
         wap.write_to_branch(
-            table, branch, rows, {wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: bookmark}
+            table,
+            branch,
+            rows,
+            {
+                wap.BATCH_ID_PROPERTY: batch_id,
+                wap.BOOKMARK_PROPERTY: bookmark,
+                wap.QUARANTINED_ROWS_PROPERTY: str(result.skipped.num_rows),
+            },
         )
         fault_point("standardized.after_branch_write")
         audit = count_invalid(

@@ -341,39 +341,80 @@ def schema_add_column(name: str, column_type: str, doc: str | None) -> None:
         click.echo(f"{layer}: added optional column {name} {column_type}")
 
 
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--check", is_flag=True, help="Exit 2 unless every sent message is accounted for.")
 def status(as_json: bool, check: bool) -> None:
-    """Row counts per layer, queue and DLQ depth, breaker, quarantine, bookmark."""
+    """Where every message is, overall and per batch, and whether the accounting identity holds.
+
+    Per batch: landed = quarantined + published; published = inserted + superseded + skipped.
+    Overall: sent = curated + quarantined (without a replay in curated) + DLQ, with an empty queue.
+    """
     from wap_pipeline.status import collect
 
     current = collect(_settings())
-    doc = current.as_dict()
     if as_json:
-        click.echo(json.dumps(doc, indent=2, default=str))
+        click.echo(json.dumps(current.as_dict(), indent=2, default=str))
     else:
         rows = [
             ("messages sent", current.messages_sent),
             ("files landed", current.files_landed),
-            ("raw rows", current.raw_rows),
-            ("standardized rows (main)", current.standardized_rows),
-            ("curated rows", current.curated_rows),
-            ("batches published", current.batches_published),
+            ("landed records (raw rows)", current.raw_rows),
             ("queue depth / in flight", f"{current.queue_depth} / {current.queue_in_flight}"),
             ("DLQ depth", current.dlq_depth),
-            ("quarantined ids", current.quarantined),
+            (
+                "quarantined ids (replayed into curated)",
+                f"{current.quarantined} ({current.quarantined_replayed})",
+            ),
+            ("rows masked by the quarantine", current.masked_rows),
+            ("invalid rows (failed audits, unpublished)", current.invalid_rows),
+            ("published to standardized (main)", current.standardized_rows),
+            ("rows in curated", current.curated_rows),
+            ("batches published", current.batches_published),
             (
                 "breaker",
                 current.breaker + (f" ({current.breaker_reason[:80]})" if current.breaker_reason else ""),
             ),
             ("bookmark", (current.bookmark or {}).get("batch_id", "-")),
-            ("accounted (curated+DLQ+quarantine)", f"{current.accounted} of {current.messages_sent}"),
+            ("accounted (curated+quarantine+DLQ)", f"{current.accounted} of {current.messages_sent}"),
             ("every sent message accounted for", "yes" if current.identity_holds else "NO"),
         ]
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
             click.echo(f"{label:<{width}}  {value}")
+        if current.batches:
+            header = (
+                "batch",
+                "landed",
+                "quarant.",
+                "invalid",
+                "published",
+                "inserted",
+                "supersed.",
+                "skipped",
+                "ok",
+                "state",
+            )
+            click.echo("")
+            click.echo("  ".join(f"{h:>9}" if i else f"{h:<24}" for i, h in enumerate(header)))
+            for b in current.batches:
+                cells = (
+                    b.landed,
+                    b.quarantined,
+                    b.invalid,
+                    b.published,
+                    b.inserted,
+                    b.superseded,
+                    b.skipped,
+                    "yes" if b.identity_holds else "NO",
+                )
+                click.echo(
+                    f"{b.batch_id:<24}  " + "  ".join(f"{_cell(c):>9}" for c in cells) + f"  {b.state}"
+                )
     if check and not current.identity_holds:
         sys.exit(EXIT_NOT_ACCOUNTED)
 

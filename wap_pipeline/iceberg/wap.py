@@ -22,6 +22,15 @@ from pyiceberg.table.snapshots import Snapshot, ancestors_of
 MAIN = "main"
 BATCH_ID_PROPERTY = "wap.batch-id"
 BOOKMARK_PROPERTY = "ingest.bookmark"
+# Rows of the batch masked by the quarantine filter (for the accounting in `wap-pipeline status`).
+QUARANTINED_ROWS_PROPERTY = "wap.quarantined-rows"
+# A curated commit's accounting: standardized rows of the batch = inserted + superseded + skipped.
+CURATED_STANDARDIZED_ROWS = "wap.curated.standardized-rows"
+CURATED_INSERTED = "wap.curated.inserted"
+CURATED_SUPERSEDED = "wap.curated.superseded"
+CURATED_SKIPPED = "wap.curated.skipped"
+CURATED_TOUCHED_DAYS = "wap.curated.touched-days"
+CURATED_WINDOW = "wap.curated.window"
 BRANCH_PREFIX = "audit_batch_"
 # Recorded on each abandoned branch (as a property of the table) since PyIceberg resets ref
 # retention on append and never enforces it; cleanup reads these.

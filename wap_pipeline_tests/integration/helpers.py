@@ -26,7 +26,10 @@ def send_raw(settings: Settings, bodies: list[str], attributes: list[dict] | Non
     """Send bodies exactly as given (malformed ones too), and record them in the sent ledger."""
     sqs = aws.client("sqs", settings)
     ids = send_bodies(sqs, queue_url(sqs, settings.queue_name), bodies, attributes)
-    record_sent(settings, len(bodies))
+    replays = sum(1 for a in attributes or [] if a.get("is_replay") == "true")
+    record_sent(settings, len(bodies) - replays)
+    if replays:
+        record_sent(settings, replays, kind="replay")
     return ids
 
 

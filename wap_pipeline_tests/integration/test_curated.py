@@ -1,5 +1,6 @@
 """Curated over the wire: checks with metadata, daily totals, replays, and a failing check that blocks."""
 
+import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -95,6 +96,14 @@ def test_a_replay_supersedes_a_published_original_once_and_totals_follow(stack):
     assert accounting[replay_batch].passed
     assert accounting[replay_batch].metadata["superseded"].value == 1
     assert accounting[replay_batch].metadata["curated_net_new_rows"].value == 0
+
+    # Accounting: the quarantined original and its replay in curated count once, in curated.
+    status = json.loads(run_cli("status", "--json", "--check").stdout)
+    assert (status["messages_sent"], status["curated_rows"], status["quarantined"]) == (12, 12, 1)
+    assert status["quarantined_replayed"] == 1 and status["accounted"] == 12
+    replay_account = next(b for b in status["batches"] if b["batch_id"] == replay_batch)
+    assert (replay_account["landed"], replay_account["published"], replay_account["superseded"]) == (1, 1, 1)
+    assert all(b["identity_holds"] and b["state"] == "curated" for b in status["batches"])
 
 
 def test_a_duplicate_in_curated_fails_the_check_trips_the_breaker_and_blocks_totals(stack):

@@ -1,5 +1,7 @@
 """FMEA 2.1 (schema mismatch) and 2.2 (CDE violation): detect, stop, recover with documented commands."""
 
+import json
+
 import pytest
 from dagster import DagsterInstance
 
@@ -61,6 +63,18 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
     assert run_cli("run", "--until-idle", check=False).returncode == 1
     (batch,) = batch_ids()
     assert breaker_state(stack).status == "RED"
+    result = run_cli("status", "--json", check=False)
+    assert result.stdout, result.stderr[-3000:]
+    failed = json.loads(result.stdout)
+    (account,) = failed["batches"]
+    assert (account["state"], account["landed"], account["invalid"], account["published"]) == (
+        "failed audit",
+        25,
+        1,
+        None,
+    )
+    assert failed["invalid_rows"] == 1 and failed["identity_holds"] is False
+    assert run_cli("status", "--check", check=False).returncode == 2
 
     patcher("quarantine", "add", bad["event_id"], "--reason", "null idempotency_key, fixed copy to follow")
     patcher("resume-pipeline", "--pipeline", "standard_ingest", "--reason", "bad record quarantined")
@@ -95,3 +109,8 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
     replay = next(r for r in replay_rows if r["event_id"] == fixed["event_id"])
     assert replay["is_replay"] is True and replay["original_message_id"] == "orig-1"
     assert breaker_state(stack).status == "GREEN"
+    status = json.loads(run_cli("status", "--json", "--check").stdout)
+    first, second = status["batches"]
+    assert (first["landed"], first["quarantined"], first["published"], first["inserted"]) == (25, 1, 24, 24)
+    assert (second["landed"], second["quarantined"], second["published"], second["inserted"]) == (1, 0, 1, 1)
+    assert status["masked_rows"] == 1 and status["quarantined_replayed"] == 1
