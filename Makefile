@@ -11,7 +11,7 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install demo test chaos lint format dev services clean
+.PHONY: install demo test chaos lint format dev services browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo: install
 	$(WAP) status --check
 
 ## The whole test suite (lint first). .ci/run runs exactly this.
-test: install services lint
+test: install services browser lint
 	$(PY) -m pytest
 
 ## Fault tests at full size: 5,000 messages through 30 % throttling and partial failures, outages.
@@ -49,6 +49,10 @@ format: install
 
 services:
 	scripts/ensure-services.sh
+
+## Debian's chromium for the UI tests (apt, only when missing).
+browser:
+	scripts/ensure-browser.sh
 
 ## The same stack with `dagster dev` on http://127.0.0.1:3000.
 dev: install

@@ -9,7 +9,7 @@ from wap_pipeline.assets.curated import (
     curated_row_accounting,
 )
 from wap_pipeline.assets.daily_totals import curated_daily_totals
-from wap_pipeline.assets.operations import dlq_depth
+from wap_pipeline.assets.operations import circuit_breaker_state, dlq_depth, quarantine_size
 from wap_pipeline.assets.raw import raw_events
 from wap_pipeline.assets.standardized import standardized_events
 from wap_pipeline.jobs import (
@@ -36,7 +36,15 @@ RESOURCES = {
 }
 
 defs = Definitions(
-    assets=[raw_events, standardized_events, curated_events, curated_daily_totals, dlq_depth],
+    assets=[
+        raw_events,
+        standardized_events,
+        curated_events,
+        curated_daily_totals,
+        dlq_depth,
+        circuit_breaker_state,
+        quarantine_size,
+    ],
     asset_checks=[curated_keys_unique, curated_row_accounting, curated_freshness],
     jobs=[ingest_job, pipeline_job, cleanup_job, operations_job],
     schedules=[cleanup_schedule, operations_schedule],

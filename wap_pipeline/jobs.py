@@ -14,7 +14,7 @@ from dagster import (
 from wap_pipeline.assets.common import transient_retry_policy
 from wap_pipeline.assets.curated import CURATED_KEY, curated_freshness
 from wap_pipeline.assets.daily_totals import DAILY_TOTALS_KEY
-from wap_pipeline.assets.operations import DLQ_KEY
+from wap_pipeline.assets.operations import BREAKER_KEY, DLQ_KEY, QUARANTINE_KEY
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.iceberg import wap
@@ -110,9 +110,10 @@ cleanup_schedule = ScheduleDefinition(
 
 operations_job = define_asset_job(
     name=OPERATIONS_JOB,
-    selection=AssetSelection.assets(DLQ_KEY) | AssetSelection.checks(curated_freshness),
+    selection=AssetSelection.assets(DLQ_KEY, BREAKER_KEY, QUARANTINE_KEY)
+    | AssetSelection.checks(curated_freshness),
     executor_def=in_process_executor,
-    description="Observe the pipeline's health: DLQ depth and age, curated freshness.",
+    description="Observe the pipeline's health: DLQ depth and age, breaker, quarantine size, curated freshness.",
 )
 
 operations_schedule = ScheduleDefinition(
@@ -120,5 +121,5 @@ operations_schedule = ScheduleDefinition(
     job=operations_job,
     cron_schedule="*/5 * * * *",
     execution_timezone="UTC",
-    description="Every 5 minutes: DLQ depth and age and curated freshness, so the UI plots them over time.",
+    description="Every 5 minutes: DLQ, breaker, quarantine and curated freshness, so the UI plots them over time.",
 )

@@ -1,4 +1,5 @@
-"""operations/*: the pipeline's own health as assets, so the UI plots it over time."""
+"""operations/*: the pipeline's own health as assets -- DLQ, circuit breaker, quarantine -- so the UI
+shows it next to the tables and plots it over time."""
 
 from dagster import (
     AssetCheckResult,
@@ -12,7 +13,7 @@ from dagster import (
 )
 
 from wap_pipeline.ingest import dlq
-from wap_pipeline.resources import AwsResource
+from wap_pipeline.resources import AwsResource, CircuitBreakerResource, QuarantineResource
 
 DLQ_KEY = AssetKey(["operations", "dlq"])
 DLQ_CHECK = "dlq_depth_below_threshold"
@@ -60,4 +61,75 @@ def dlq_depth(context: AssetExecutionContext, aws: AwsResource):
         passed=depth < settings.dlq_warn_depth,
         severity=severity,
         metadata={**metadata, "warn_depth": settings.dlq_warn_depth, "error_depth": settings.dlq_error_depth},
+    )
+
+
+BREAKER_KEY = AssetKey(["operations", "circuit_breaker"])
+BREAKER_CHECK = "breaker_green"
+QUARANTINE_KEY = AssetKey(["operations", "quarantine"])
+
+
+@asset(
+    key=BREAKER_KEY,
+    group_name="operations",
+    owners=["team:data-platform"],
+    kinds={"dynamodb"},
+    description=(
+        "State of the pipeline's circuit breaker (DynamoDB): GREEN lets batches through; RED stops every "
+        "table materialization until an operator resets it. `is_red` plots trips over time."
+    ),
+    check_specs=[
+        AssetCheckSpec(
+            BREAKER_CHECK,
+            asset=BREAKER_KEY,
+            description=(
+                "Failed means the breaker is RED: a batch failed for good and later batches are stopped. "
+                "The metadata says which batch, why and who tripped it. Fix the cause (see docs/runbook.md), "
+                "then `data-patcher resume-pipeline --pipeline standard_ingest --reason '...'`."
+            ),
+        )
+    ],
+)
+def circuit_breaker_state(breaker: CircuitBreakerResource):
+    state = breaker.breaker().state()
+    metadata = {
+        "status": state.status,
+        "is_red": int(state.is_red),
+        "reason": MetadataValue.text(state.reason[:1000]),
+        "tripped_batch": state.batch_id,
+        "tripped_by": state.tripped_by,
+        "tripped_at": state.tripped_at,
+        "reset_by": state.reset_by,
+        "reset_at": state.reset_at,
+        "version": state.version,
+    }
+    yield MaterializeResult(metadata=metadata)
+    yield AssetCheckResult(
+        check_name=BREAKER_CHECK,
+        passed=not state.is_red,
+        severity=AssetCheckSeverity.ERROR,
+        metadata=metadata,
+    )
+
+
+@asset(
+    key=QUARANTINE_KEY,
+    group_name="operations",
+    owners=["team:data-platform"],
+    kinds={"dynamodb"},
+    description=(
+        "Size of the quarantine (DynamoDB): record ids masked from standardized unless they come back as a "
+        "replay (`is_replay=true`). Manage with `data-patcher quarantine add|list|remove`."
+    ),
+)
+def quarantine_size(quarantine: QuarantineResource) -> MaterializeResult:
+    entries = quarantine.quarantine().entries()
+    newest = sorted(entries, key=lambda e: e.added_at, reverse=True)[:10]
+    return MaterializeResult(
+        metadata={
+            "quarantined_ids": len(entries),
+            "newest": MetadataValue.json(
+                [{"id": e.record_id, "reason": e.reason, "by": e.added_by, "at": e.added_at} for e in newest]
+            ),
+        }
     )
