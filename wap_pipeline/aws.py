@@ -3,14 +3,24 @@
 botocore's ``standard`` retry mode retries throttling (429, ThrottlingException, ...) and transient
 5xx errors with exponential backoff and jitter. Firehose partial failures are not retried by
 botocore; :mod:`wap_pipeline.ingest.forwarder` resends those records itself.
+
+Every call returns a new client (its own retry quota), but all clients come from one shared session:
+a new session per client reloads the service models from disk, about 0.1-0.25 s per client here --
+which every sensor tick and step paid several times. Sessions are not thread-safe, so creating a
+client holds a lock; the clients themselves are.
 """
 
 from __future__ import annotations
+
+import threading
 
 import boto3
 from botocore.config import Config
 
 from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
+
+_session: boto3.session.Session | None = None
+_session_lock = threading.Lock()
 
 
 def client_config(settings: Settings) -> Config:
@@ -24,9 +34,13 @@ def client_config(settings: Settings) -> Config:
 
 def client(service: str, settings: Settings | None = None):
     """A boto3 client for ``service``: local server in the local profile, standard chain otherwise."""
+    global _session
     settings = settings or Settings.from_env()
     kwargs: dict[str, object] = {"config": client_config(settings)}
     if settings.is_local:
         kwargs["endpoint_url"] = settings.endpoint_url
         kwargs.update(LOCAL_CREDENTIALS)
-    return boto3.session.Session().client(service, **kwargs)
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(service, **kwargs)
