@@ -1,0 +1,182 @@
+"""The invariants every chaos schedule must leave behind, checked against the stores themselves.
+
+1. every sent message is in exactly one place: curated (once per idempotency_key), the quarantine, or
+   the DLQ -- and nothing is left in the ingest queue;
+2. no idempotency_key twice in curated;
+3. no record both published and quarantined (a replay superseding its quarantined original is the
+   designed path, not a violation);
+4. main's bookmark is that of the last published batch, and every batch is published;
+5. no published batch lacks a passed audit: a passed `audit` check evaluation for the very branch
+   main was fast-forwarded to;
+6. branches that were not published (abandoned, or unfinished after a crash) are never ancestors of main;
+plus `wap-pipeline status --json`'s own identity (landed = quarantined + published = inserted +
+superseded + skipped per batch; sent = curated + quarantine + DLQ overall).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.table.snapshots import ancestors_of
+
+from wap_pipeline import aws
+from wap_pipeline.iceberg import wap
+from wap_pipeline.provision import queue_url
+from wap_pipeline.settings import Settings
+from wap_pipeline_tests.chaos.plan import Plan
+
+
+def _ids(evaluation_metadata, key: str):
+    value = evaluation_metadata.get(key)
+    return getattr(value, "value", value)
+
+
+def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> list[str]:
+    from dagster import DagsterInstance
+
+    from wap_pipeline_tests.integration.helpers import check_evaluations, dlq_messages, quarantine, tables
+
+    problems: list[str] = []
+    messages = plan.all_messages()
+    t = tables(settings)
+    standardized, curated = t["standardized"], t["curated"]
+
+    # --- where each message must be ---------------------------------------------------------------
+    expected_curated: set[str] = set()
+    expected_quarantined: set[str] = set()
+    replayed: set[str] = set()
+    forbidden_in_curated: set[str] = set()
+    for m in messages:
+        if m.kind in ("good", "duplicate", "schema:new_field"):
+            expected_curated.add(m.event["idempotency_key"])
+        elif m.kind.startswith(("cde:", "schema:wrong_type")):
+            expected_quarantined.add(m.event["event_id"])
+            if m.fixed is not None:
+                expected_curated.add(m.fixed["idempotency_key"])
+                replayed.add(m.fixed["event_id"])
+            elif m.event.get("idempotency_key"):
+                forbidden_in_curated.add(m.event["idempotency_key"])
+
+    rows = curated.scan(selected_fields=("idempotency_key", "event_id", "is_replay")).to_arrow()
+    counts = Counter(rows["idempotency_key"].to_pylist())
+    twice = {k: c for k, c in counts.items() if c > 1}
+    if twice:
+        problems.append(f"idempotency_key(s) more than once in curated: {dict(list(twice.items())[:5])}")
+    missing = expected_curated - set(counts)
+    if missing:
+        problems.append(f"{len(missing)} expected key(s) missing from curated: {sorted(missing)[:5]}")
+    unexpected = set(counts) - expected_curated
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) in curated: {sorted(unexpected)[:5]}")
+    leaked = forbidden_in_curated & set(counts)
+    if leaked:
+        problems.append(f"quarantined record(s) without a replay reached curated: {sorted(leaked)[:5]}")
+
+    quarantined = set(quarantine(settings).ids())
+    if quarantined != expected_quarantined:
+        problems.append(
+            f"quarantine holds {sorted(quarantined)[:5]}, expected {sorted(expected_quarantined)[:5]}"
+        )
+    # No record both published and quarantined, unless it is the replay of a quarantined original.
+    for name, table in (("standardized", standardized), ("curated", curated)):
+        if table.current_snapshot() is None or not quarantined:
+            continue
+        scanned = table.scan(selected_fields=("event_id", "is_replay")).to_arrow()
+        hit = scanned.filter(pc.is_in(scanned["event_id"], value_set=pa.array(sorted(quarantined))))
+        originals = hit.filter(pc.invert(hit["is_replay"]))
+        if originals.num_rows:
+            problems.append(
+                f"{originals.num_rows} quarantined original(s) published in {name}: "
+                f"{originals['event_id'].to_pylist()[:5]}"
+            )
+        if name == "curated" and set(hit["event_id"].to_pylist()) != replayed & quarantined:
+            problems.append(
+                f"replays in curated {sorted(set(hit['event_id'].to_pylist()))} != {sorted(replayed)}"
+            )
+
+    dlq = Counter(m.body for m in dlq_messages(settings))
+    expected_dlq = Counter(m.body for m in messages if m.kind == "malformed")
+    if dlq != expected_dlq:
+        extra, lacking = dlq - expected_dlq, expected_dlq - dlq
+        problems.append(
+            f"DLQ differs: {sum(extra.values())} unexpected ({[b[:60] for b in extra][:3]}), "
+            f"{sum(lacking.values())} missing ({[b[:60] for b in lacking][:3]})"
+        )
+    sqs = aws.client("sqs", settings)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url(sqs, settings.queue_name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    if int(attributes["ApproximateNumberOfMessages"]) or int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    ):
+        problems.append(f"ingest queue not empty: {attributes}")
+
+    # --- batches, bookmark, audits, branches --------------------------------------------------------
+    with DagsterInstance.get() as instance:
+        known = sorted(instance.get_dynamic_partitions("landing_batches"))
+    published = wap.published_batches(standardized)
+    if sorted(published) != known:
+        problems.append(f"published batches {published} != registered batches {known}")
+    merged = wap.published_batches(curated)
+    if sorted(merged) != known:
+        problems.append(f"curated batches {merged} != registered batches {known}")
+    mark = wap.bookmark(standardized)
+    if published and (mark is None or mark["batch_id"] != published[-1]):
+        problems.append(f"bookmark {mark} is not the last published batch {published[-1]}")
+    if published and mark is not None:
+        raw_snapshot = wap.published_snapshot(t["raw"], mark["batch_id"])
+        raw_mark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY) if raw_snapshot else None
+        if raw_mark != mark["bookmark"]:
+            problems.append(f"bookmark {mark['bookmark']!r} differs from the batch's own {raw_mark!r}")
+
+    passed_branches: dict[str, set[str]] = {}
+    for evaluation in check_evaluations(["standardized", "events"], "audit"):
+        if getattr(evaluation, "passed", False):
+            branch = _ids(evaluation.metadata, "branch")
+            if branch:
+                passed_branches.setdefault(evaluation.partition, set()).add(branch)
+    metadata = standardized.metadata
+    head = standardized.current_snapshot()
+    ancestry = {s.snapshot_id for s in ancestors_of(head, metadata)} if head else set()
+    for batch in published:
+        snapshot = wap.published_snapshot(standardized, batch)
+        branches = [
+            b
+            for b in wap.branches_of_batch(standardized, batch)
+            if metadata.refs[b].snapshot_id == snapshot.snapshot_id
+        ]
+        if not branches:
+            problems.append(f"batch {batch} was published from no audit branch")
+        elif not set(branches) & passed_branches.get(batch, set()):
+            problems.append(f"batch {batch} published from {branches} without a passed audit of that branch")
+    for batch in known:
+        for branch in wap.branches_of_batch(standardized, batch):
+            branch_head = metadata.snapshot_by_id(metadata.refs[branch].snapshot_id)
+            written = (
+                branch_head.summary is not None and branch_head.summary.get(wap.BATCH_ID_PROPERTY) == batch
+            )
+            is_published = (
+                batch in published
+                and branch_head.snapshot_id == wap.published_snapshot(standardized, batch).snapshot_id
+            )
+            if written and not is_published and branch_head.snapshot_id in ancestry:
+                problems.append(f"unpublished branch {branch} is an ancestor of main")
+    for key in metadata.properties:
+        if key.startswith(wap.ABANDONED_PROPERTY_PREFIX):
+            branch = key[len(wap.ABANDONED_PROPERTY_PREFIX) :]
+            if branch in metadata.refs and metadata.refs[branch].snapshot_id in ancestry:
+                problems.append(f"abandoned branch {branch} is an ancestor of main")
+
+    # --- the status report's own accounting ------------------------------------------------------------
+    if status is None:
+        problems.append("wap-pipeline status --json gave no report")
+    elif not status["identity_holds"]:
+        bad = [b for b in status["batches"] if not b["identity_holds"]]
+        problems.append(
+            f"status identity does not hold: sent {status['messages_sent']}, accounted {status['accounted']}, "
+            f"breaker {status['breaker']}, batches {bad[:3]}"
+        )
+    return problems

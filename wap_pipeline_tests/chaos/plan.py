@@ -1,0 +1,149 @@
+"""A chaos schedule, drawn from one seed: what is sent, which faults hit, and where each message must end.
+
+Everything random about a schedule comes from ``random.Random(seed)`` here, so ``--seed S`` replays
+the same mix and the same fault choices (timings of a real run still vary a little: botocore's jitter,
+the machine's load).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from wap_pipeline.events import make_events
+from wap_pipeline_tests.malformed import MALFORMED
+
+# Boundaries a `kill -9` can hit (wap_pipeline.faults): mid SQS drain (records put, messages not yet
+# deleted), after the raw append, around the standardized WAP steps, and inside the curated commit.
+KILL_POINTS = (
+    "ingest.after_put_before_delete",
+    "raw.after_append",
+    "standardized.after_branch_write",
+    "standardized.after_audit",
+    "standardized.after_publish",
+    "curated.before_commit",
+)
+
+
+def _future(event: dict) -> None:
+    event["event_timestamp"] = (datetime.now(UTC) + timedelta(days=3)).isoformat().replace("+00:00", "Z")
+
+
+# Well-formed objects that break a business rule: the standardized audit must stop them (FMEA 2.2).
+CDE_VIOLATIONS = {
+    "null_idempotency_key": lambda e: e.update(idempotency_key=None),
+    "blank_event_type": lambda e: e.update(event_type="  "),
+    "unparseable_timestamp": lambda e: e.update(event_timestamp="yesterday at noon"),
+    "timestamp_in_future": _future,
+    "lowercase_currency": lambda e: e.update(currency="eur"),
+    "missing_account": lambda e: e.pop("account_id"),
+}
+
+# Records that do not fit the standardized schema (FMEA 2.1): a new field (recovered by evolving the
+# schema) or a value of the wrong JSON type (recovered by quarantining the record).
+NEW_FIELDS = ("loyalty_tier", "channel", "merchant_category")
+SCHEMA_BREAKS = ("new_field", "wrong_type")
+
+
+@dataclass
+class Message:
+    """One logical message and where it must end after recovery."""
+
+    kind: str  # good | duplicate | malformed | cde:<rule> | schema:new_field | schema:wrong_type
+    body: str
+    event: dict | None = None  # the event as sent (None for malformed bodies)
+    fixed: dict | None = None  # the corrected event re-injected as a replay, if any
+    new_field: str | None = None
+
+
+@dataclass
+class Plan:
+    seed: int
+    messages: list[Message]  # first wave, in sending order (duplicates included)
+    later: list[Message]  # a second wave, sent while the pipeline is (possibly) stopped
+    kill_point: str | None
+    error_rate: float
+    partial_put_rate: float
+    blackout: tuple[float, float, str] | None  # (after seconds, for seconds, mode)
+    notes: list[str] = field(default_factory=list)
+
+    def all_messages(self) -> list[Message]:
+        return self.messages + self.later
+
+    def describe(self) -> str:
+        kinds: dict[str, int] = {}
+        for message in self.all_messages():
+            kinds[message.kind] = kinds.get(message.kind, 0) + 1
+        mix = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+        replays = sum(1 for m in self.all_messages() if m.fixed is not None)
+        faults = [f"kill@{self.kill_point}" if self.kill_point else "no kill"]
+        if self.error_rate:
+            faults.append(f"throttle {self.error_rate:.0%} partial-put {self.partial_put_rate:.0%}")
+        if self.blackout:
+            after, seconds, mode = self.blackout
+            faults.append(f"blackout {seconds:.1f}s ({mode}) after {after:.1f}s")
+        later = f"; second wave {len(self.later)}" if self.later else ""
+        return f"[{mix}; replays {replays}{later}] {'; '.join(faults)}"
+
+
+def _body(event: dict) -> str:
+    return orjson.dumps(event).decode()
+
+
+def make_plan(seed: int) -> Plan:
+    rng = random.Random(seed)
+    events = iter(make_events(40, seed=seed))
+
+    def good() -> Message:
+        event = next(events)
+        return Message("good", _body(event), event)
+
+    first = [good() for _ in range(rng.randint(5, 12))]
+    # Duplicate deliveries: the same body sent again (a new SQS message carrying the same event).
+    for original in rng.sample(first, k=rng.randint(0, 3)):
+        first.append(Message("duplicate", original.body, original.event))
+    for kind in rng.sample(sorted(MALFORMED), k=rng.choice((0, 0, 1, 1, 2))):
+        first.append(Message("malformed", MALFORMED[kind]))
+    for rule in rng.sample(sorted(CDE_VIOLATIONS), k=rng.choice((0, 1, 1, 2))):
+        event = next(events)
+        fixed = dict(event)
+        CDE_VIOLATIONS[rule](event)
+        first.append(Message(f"cde:{rule}", _body(event), event, fixed if rng.random() < 0.5 else None))
+    if rng.random() < 0.5:
+        kind = rng.choice(SCHEMA_BREAKS)
+        event = next(events)
+        fixed = dict(event)
+        name = None
+        if kind == "new_field":
+            name = rng.choice(NEW_FIELDS)
+            event[name] = rng.choice(("gold", "web", "5411"))
+            fixed = None  # evolving the schema publishes the record as it is
+        else:
+            event["amount_minor"] = f"{event['amount_minor'] / 100:.2f}"  # a string where a long belongs
+            fixed = fixed if rng.random() < 0.5 else None
+        first.append(Message(f"schema:{kind}", _body(event), event, fixed, name))
+    rng.shuffle(first)
+
+    later: list[Message] = []
+    if rng.random() < 0.3:
+        later = [good() for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.5:  # a late duplicate of something from the first wave
+            original = rng.choice([m for m in first if m.kind == "good"])
+            later.append(Message("duplicate", original.body, original.event))
+
+    kill_point = rng.choice(KILL_POINTS) if rng.random() < 0.6 else None
+    error_rate = partial = 0.0
+    if rng.random() < 0.7:
+        error_rate = round(rng.uniform(0.10, 0.40), 2)
+        partial = round(rng.uniform(0.10, 0.40), 2)
+    blackout = None
+    if rng.random() < 0.35:
+        blackout = (
+            round(rng.uniform(0.5, 4.0), 1),
+            round(rng.uniform(1.0, 3.0), 1),
+            rng.choice(("reset", "503")),
+        )
+    return Plan(seed, first, later, kill_point, error_rate, partial, blackout)

@@ -1,0 +1,281 @@
+"""Run one chaos schedule: send, inject faults, recover with documented commands only, check invariants.
+
+The AWS server (moto) is shared and reset between schedules; each schedule gets a fresh state
+directory (catalog, warehouse, Dagster home). All pipeline traffic goes through a FaultProxy.
+
+* A run that is to be killed (`kill -9` at a fault point) is a real `wap-pipeline run --until-idle`
+  child process with ``WAP_FAULTS=<point>=kill``: the fault SIGKILLs the process it fires in.
+* Everything else -- the faulted run without a kill, and every recovery command -- is the project's
+  own CLI (`wap-pipeline ...`, `data-patcher ...`) invoked in this process through click's runner:
+  the same code as the console scripts, without paying the import time of a new process each time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from click.testing import CliRunner
+
+from wap_pipeline import aws, local_stack
+from wap_pipeline.cli.main import cli as wap_cli
+from wap_pipeline.cli.patcher import cli as patcher_cli
+from wap_pipeline.ingest.producer import send_bodies
+from wap_pipeline.provision import provision, queue_url
+from wap_pipeline.settings import Settings
+from wap_pipeline.state import record_sent
+from wap_pipeline_tests.chaos.invariants import check_invariants
+from wap_pipeline_tests.chaos.plan import Message, Plan
+from wap_pipeline_tests.fault_proxy import FaultPlan, FaultProxy
+
+BIN = Path(sys.executable).parent
+# The environment every schedule runs with (besides its own state directory and endpoints).
+#  - steps retry after 0.2 s (doubling), so a blackout of a few seconds is waited out quickly;
+#  - a 2 s visibility timeout and no long polling let a malformed message reach the DLQ in seconds.
+CHAOS_ENV = {
+    "WAP_PROFILE": "local",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "WAP_STEP_RETRY_DELAY_S": "0.2",
+    "WAP_VISIBILITY_TIMEOUT_S": "2",
+    "WAP_RECEIVE_WAIT_S": "0",
+    "WAP_OPERATOR": "chaos-operator",
+    "PYTHONWARNINGS": "ignore",
+}
+MAX_RECOVERY_ROUNDS = 8
+KILL_RUN_TIMEOUT_S = 300
+
+
+@dataclass
+class Outcome:
+    seed: int
+    description: str
+    violations: list[str] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    killed: bool | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+class Operator:
+    """Runs documented commands and keeps a transcript of what it did and what came back."""
+
+    def __init__(self, transcript: list[str]):
+        self.transcript = transcript
+        self.runner = CliRunner()
+
+    def _invoke(self, program: str, command, args: list[str]) -> tuple[int, str]:
+        started = time.monotonic()
+        result = self.runner.invoke(command, args, catch_exceptions=True)
+        output = result.output
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            output += f"\n{type(result.exception).__name__}: {result.exception}"
+        self.transcript.append(
+            f"$ {program} {shlex.join(args)}  -> exit {result.exit_code} ({time.monotonic() - started:.1f}s)"
+        )
+        if result.exit_code != 0 or os.environ.get("WAP_CHAOS_TRACE"):
+            self.transcript.append("  " + output.strip()[-1500:].replace("\n", "\n  "))
+        return result.exit_code, output
+
+    def wap(self, *args: str) -> tuple[int, str]:
+        return self._invoke("wap-pipeline", wap_cli, list(args))
+
+    def patcher(self, *args: str) -> tuple[int, str]:
+        return self._invoke("data-patcher", patcher_cli, list(args))
+
+
+def _schedule_env(server: Settings, proxy: FaultProxy, state: Path) -> dict[str, str]:
+    return {
+        **CHAOS_ENV,
+        "WAP_LOCAL_PORT": str(server.local_port),
+        "AWS_ENDPOINT_URL": proxy.endpoint,
+        "WAP_STATE_DIR": str(state),
+        "DAGSTER_HOME": str(state / "dagster_home"),
+    }
+
+
+def _send(settings: Settings, messages: list[Message], replay: bool = False) -> None:
+    """Send bodies as the producer does. The ledger counts each logical message once: a duplicate
+    delivery is the same message again, a replay is a re-injected copy (ledger kind ``replay``)."""
+    if not messages:
+        return
+    sqs = aws.client("sqs", settings)
+    url = queue_url(sqs, settings.queue_name)
+    if replay:
+        bodies = [orjson.dumps(m.fixed).decode() for m in messages]
+        attributes = [
+            {"is_replay": "true", "original_message_id": f"orig-{m.fixed['event_id']}"} for m in messages
+        ]
+        send_bodies(sqs, url, bodies, attributes)
+        record_sent(settings, len(messages), kind="replay")
+        return
+    send_bodies(sqs, url, [m.body for m in messages])
+    record_sent(settings, sum(1 for m in messages if m.kind != "duplicate"))
+
+
+def _kill_run(plan: Plan, env: dict[str, str], transcript: list[str]) -> bool:
+    """`WAP_FAULTS=<point>=kill wap-pipeline run --until-idle` in a child process; True if it was killed."""
+    child_env = {**os.environ, **env, "WAP_FAULTS": f"{plan.kill_point}=kill"}
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [str(BIN / "wap-pipeline"), "run", "--until-idle", "--timeout", "240"],
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=KILL_RUN_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        transcript.append(f"$ WAP_FAULTS={plan.kill_point}=kill wap-pipeline run --until-idle -> TIMEOUT")
+        return False
+    transcript.append(
+        f"$ WAP_FAULTS={plan.kill_point}=kill wap-pipeline run --until-idle  -> exit {result.returncode} "
+        f"({time.monotonic() - started:.1f}s)"
+    )
+    return result.returncode == -9
+
+
+def _latest_failed_audit(batch_id: str):
+    from wap_pipeline_tests.integration.helpers import check_evaluations
+
+    for evaluation in check_evaluations(["standardized", "events"], "audit"):
+        if getattr(evaluation, "partition", None) == batch_id and hasattr(evaluation, "passed"):
+            return None if evaluation.passed else evaluation
+    return None
+
+
+def _metadata_value(evaluation, key: str):
+    value = evaluation.metadata.get(key)
+    return getattr(value, "value", value) if value is not None else None
+
+
+def recover(operator: Operator, settings: Settings) -> list[str]:
+    """Bring the pipeline back using only the documented recovery actions, the way an operator reads
+    them off the breaker and the failed audit check. Returns problems that are not recoverable."""
+    from wap_pipeline_tests.integration.helpers import breaker_state, tables
+
+    # A crashed run: `wap-pipeline redrive` marks runs whose process died as failed, re-executes failed
+    # batches from failure, then runs until idle.
+    code, _ = operator.wap("redrive")
+    for _ in range(MAX_RECOVERY_ROUNDS):
+        state = breaker_state(settings)
+        if state.status != "RED":
+            if code == 0:
+                return []
+            code, _ = operator.wap("redrive")
+            continue
+        reason = state.reason
+        if state.tripped_by.startswith("dagster:check:"):
+            # A curated blocking check failed: a duplicate or a lost row reached curated. Never reset
+            # blindly; that is exactly what this suite is here to find.
+            return [f"curated check tripped the breaker: {reason[:500]}"]
+        evaluation = _latest_failed_audit(state.batch_id)
+        if "does not fit the standardized schema" in reason and evaluation is not None:
+            standardized = tables(settings)["standardized"]
+            columns = {f.name for f in standardized.schema().fields}
+            problems = _metadata_value(evaluation, "fields") or {}
+            examples = _metadata_value(evaluation, "example_ids") or {}
+            for name in sorted(problems):
+                if name not in columns:
+                    operator.wap("schema", "add-column", name, "string")
+                else:
+                    for record_id in examples.get(name, []):
+                        operator.patcher("quarantine", "add", record_id, "--reason", f"wrong type in {name}")
+            code, _ = operator.patcher(
+                "resume-pipeline", "--pipeline", settings.pipeline_name, "--reason", "schema fixed"
+            )
+        elif "audit failed" in reason and evaluation is not None:
+            for record_id in _metadata_value(evaluation, "sample_invalid_ids") or []:
+                operator.patcher("quarantine", "add", record_id, "--reason", "CDE violation")
+            code, _ = operator.patcher(
+                "resume-pipeline", "--pipeline", settings.pipeline_name, "--reason", "bad records quarantined"
+            )
+        else:
+            # A step failed for good on a transient cause (outage, throttling past every retry).
+            operator.wap("breaker", "reset", "--reason", "AWS recovered")
+            code, _ = operator.wap("redrive")
+    return [f"not recovered after {MAX_RECOVERY_ROUNDS} rounds: breaker {breaker_state(settings).status}"]
+
+
+def run_schedule(server: Settings, plan: Plan, workdir: Path, log=lambda line: None) -> Outcome:
+    """Run one schedule against the shared server; ``workdir`` holds its fresh state directory."""
+    outcome = Outcome(plan.seed, plan.describe())
+    started = time.monotonic()
+    state = workdir / f"schedule-{plan.seed}"
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            *CHAOS_ENV,
+            "WAP_LOCAL_PORT",
+            "AWS_ENDPOINT_URL",
+            "WAP_STATE_DIR",
+            "DAGSTER_HOME",
+            "WAP_FAULTS",
+        )
+    }
+    local_stack.reset(server)
+    try:
+        with FaultProxy(server.local_endpoint, FaultPlan(seed=plan.seed)) as proxy:
+            env = _schedule_env(server, proxy, state)
+            os.environ.update(env)
+            os.environ.pop("WAP_FAULTS", None)
+            settings = Settings.from_env()
+            provision(settings)
+            operator = Operator(outcome.transcript)
+            _send(settings, plan.messages)
+
+            # Faults on: throttling, partial puts, maybe a blackout, maybe a kill -9.
+            proxy.plan.error_rate = plan.error_rate
+            proxy.plan.partial_put_rate = plan.partial_put_rate
+            timer = None
+            if plan.blackout:
+                after, seconds, mode = plan.blackout
+                timer = threading.Timer(after, proxy.plan.blackout, args=(seconds, mode))
+                timer.daemon = True
+                timer.start()
+            if plan.kill_point:
+                outcome.killed = _kill_run(plan, env, outcome.transcript)
+            else:
+                operator.wap("run", "--until-idle", "--timeout", "240")
+            if timer is not None:
+                timer.join()
+                while proxy.plan.in_blackout():
+                    time.sleep(0.1)
+            _send(settings, plan.later)  # a later wave arrives whatever state the pipeline is in
+
+            # Faults off ("AWS recovered"); the operator recovers with documented commands only.
+            proxy.plan.error_rate = proxy.plan.partial_put_rate = 0.0
+            outcome.violations += recover(operator, settings)
+            replays = [m for m in plan.all_messages() if m.fixed is not None]
+            if replays and not outcome.violations:
+                _send(settings, replays, replay=True)  # fixed copies, re-injected with is_replay=true
+                outcome.violations += recover(operator, settings)
+            code, output = operator.wap("status", "--json")
+            status = json.loads(output) if output.strip().startswith("{") else None
+            outcome.violations += check_invariants(settings, plan, status)
+            outcome.transcript.append(
+                f"proxy: {proxy.stats.errors_injected} errors, {proxy.stats.partial_puts} partial puts "
+                f"({proxy.stats.records_refused} records refused), {proxy.stats.blacked_out} blacked out"
+            )
+    except Exception as error:  # a crash of the harness or of a command is a failed schedule too
+        outcome.violations.append(f"schedule raised {type(error).__name__}: {error}")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    outcome.seconds = time.monotonic() - started
+    return outcome
