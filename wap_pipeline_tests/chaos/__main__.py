@@ -1,6 +1,9 @@
-"""`python -m wap_pipeline_tests.chaos --schedules N --seed S`: run N seeded chaos schedules.
+"""`python -m wap_pipeline_tests.chaos --schedules N --seed S [--jobs J]`: run N seeded chaos schedules.
 
 Schedule i uses seed S+i; `--schedules 1 --seed X` reproduces the schedule with seed X on its own.
+With ``--jobs J`` the schedules are shared among J worker processes, each with its own local AWS
+server (a schedule resets its server, so two schedules never share one); most of a schedule's time is
+waiting (backoff, visibility timeouts), so workers overlap well even on two cores.
 Exit 0 only if every schedule passed.
 """
 
@@ -15,17 +18,18 @@ for _key, _value in CHAOS_ENV.items():
     os.environ.setdefault(_key, _value)
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import queue  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from wap_pipeline import local_stack  # noqa: E402
-from wap_pipeline.settings import Settings  # noqa: E402
-from wap_pipeline_tests.chaos.plan import make_plan  # noqa: E402
-from wap_pipeline_tests.chaos.schedule import run_schedule  # noqa: E402
+RESULT_PREFIX = "CHAOS-RESULT "
 
 
 def _free_port() -> int:
@@ -34,57 +38,134 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wap_pipeline_tests.chaos", description=__doc__)
-    parser.add_argument("--schedules", type=int, default=100, help="how many schedules (default 100)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the first schedule (default 1)")
-    parser.add_argument("--keep", action="store_true", help="keep the state directories")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every schedule's transcript")
-    args = parser.parse_args(argv)
+def reproduce_command(seed: int) -> str:
+    return f"{sys.executable} -m wap_pipeline_tests.chaos --schedules 1 --seed {seed} -v"
 
-    started = time.monotonic()
-    failures = []
+
+def _worker(seeds: list[int], keep: bool) -> int:
+    """Run the given seeds against a server of our own; one JSON result line per schedule."""
+    from wap_pipeline import local_stack
+    from wap_pipeline.settings import Settings
+    from wap_pipeline_tests.chaos.plan import make_plan
+    from wap_pipeline_tests.chaos.schedule import run_schedule
+
     workdir = Path(tempfile.mkdtemp(prefix="wap-chaos-"))
     try:
         server = Settings(local_port=_free_port(), state_dir=str(workdir / "server"))
         local_stack.up(server)
         try:
-            for number in range(args.schedules):
-                seed = args.seed + number
-                plan = make_plan(seed)
-                outcome = run_schedule(server, plan, workdir)
-                verdict = "ok  " if outcome.passed else "FAIL"
-                killed = {True: " killed", False: " kill not reached", None: ""}[outcome.killed]
-                print(
-                    f"[{number + 1:3d}/{args.schedules}] seed {seed:<6d} {verdict} {outcome.seconds:5.1f}s"
-                    f"{killed}  {outcome.description}",
-                    flush=True,
-                )
-                if not outcome.passed:
-                    failures.append(outcome)
-                    for violation in outcome.violations:
-                        print(f"      violation: {violation}", flush=True)
-                if args.verbose or not outcome.passed:
-                    for line in outcome.transcript:
-                        print(f"      {line}", flush=True)
+            for seed in seeds:
+                outcome = run_schedule(server, make_plan(seed), workdir)
+                result = {
+                    "seed": seed,
+                    "passed": outcome.passed,
+                    "seconds": round(outcome.seconds, 1),
+                    "killed": outcome.killed,
+                    "description": outcome.description,
+                    "violations": outcome.violations,
+                    "transcript": outcome.transcript,
+                }
+                print(RESULT_PREFIX + json.dumps(result), flush=True)
+                if not keep:
+                    shutil.rmtree(workdir / f"schedule-{seed}", ignore_errors=True)
         finally:
             local_stack.down(server)
     finally:
-        if args.keep:
-            print(f"state kept in {workdir}")
+        if keep:
+            print(f"state kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    elapsed = time.monotonic() - started
-    passed = args.schedules - len(failures)
+    return 0
+
+
+def _report(result: dict, done: int, total: int, verbose: bool) -> None:
+    verdict = "ok  " if result["passed"] else "FAIL"
+    killed = {True: " killed", False: " kill not reached", None: ""}[result["killed"]]
     print(
-        f"\nchaos: {passed} passed, {len(failures)} failed, {args.schedules} schedules in {elapsed:.0f} s "
-        f"(seeds {args.seed}..{args.seed + args.schedules - 1})"
+        f"[{done:3d}/{total}] seed {result['seed']:<6d} {verdict} {result['seconds']:5.1f}s{killed}  "
+        f"{result['description']}",
+        flush=True,
     )
-    for outcome in failures:
-        print(
-            f"  seed {outcome.seed} failed; reproduce: "
-            f"{sys.executable} -m wap_pipeline_tests.chaos --schedules 1 --seed {outcome.seed} -v"
+    for violation in result["violations"]:
+        print(f"      violation: {violation}", flush=True)
+    if verbose or not result["passed"]:
+        for line in result["transcript"]:
+            print(f"      {line}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wap_pipeline_tests.chaos", description=__doc__)
+    parser.add_argument("--schedules", type=int, default=100, help="how many schedules (default 100)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first schedule (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--keep", action="store_true", help="keep the state directories")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every schedule's transcript")
+    parser.add_argument("--worker-seeds", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker_seeds is not None:
+        return _worker([int(s) for s in args.worker_seeds.split(",") if s], args.keep)
+
+    started = time.monotonic()
+    seeds = list(range(args.seed, args.seed + args.schedules))
+    jobs = max(1, min(args.jobs, len(seeds)))
+    results: queue.Queue = queue.Queue()
+    workers = []
+    for index in range(jobs):
+        share = seeds[index::jobs]
+        command = [
+            sys.executable,
+            "-m",
+            "wap_pipeline_tests.chaos",
+            "--worker-seeds",
+            ",".join(map(str, share)),
+        ]
+        if args.keep:
+            command.append("--keep")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, env=os.environ.copy(), cwd=Path(__file__).parents[2]
         )
+        workers.append((process, share))
+
+        def pump(process=process) -> None:
+            for line in process.stdout:
+                if line.startswith(RESULT_PREFIX):
+                    results.put(json.loads(line[len(RESULT_PREFIX) :]))
+            results.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    collected: dict[int, dict] = {}
+    finished = 0
+    try:
+        while finished < jobs:
+            result = results.get()
+            if result is None:
+                finished += 1
+                continue
+            collected[result["seed"]] = result
+            _report(result, len(collected), len(seeds), args.verbose)
+    finally:
+        for process, _ in workers:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    for process, share in workers:
+        for seed in share:
+            if seed not in collected:  # the worker died before reporting it
+                collected[seed] = {
+                    "seed": seed,
+                    "passed": False,
+                    "violations": [f"no result: worker exited {process.returncode}"],
+                }
+    failures = [collected[s] for s in seeds if not collected[s]["passed"]]
+    elapsed = time.monotonic() - started
+    print(
+        f"\nchaos: {len(seeds) - len(failures)} passed, {len(failures)} failed, {len(seeds)} schedules in "
+        f"{elapsed:.0f} s with {jobs} worker(s) (seeds {seeds[0]}..{seeds[-1]})"
+    )
+    for result in failures:
+        print(f"  seed {result['seed']} failed: {'; '.join(result['violations'])[:300]}")
+        print(f"    reproduce: {reproduce_command(result['seed'])}")
     return 0 if not failures else 1
 
 

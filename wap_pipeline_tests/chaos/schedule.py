@@ -39,14 +39,14 @@ from wap_pipeline_tests.fault_proxy import FaultPlan, FaultProxy
 BIN = Path(sys.executable).parent
 # The environment every schedule runs with (besides its own state directory and endpoints).
 #  - steps retry after 0.2 s (doubling), so a blackout of a few seconds is waited out quickly;
-#  - a 2 s visibility timeout and no long polling let a malformed message reach the DLQ in seconds.
+#  - a 1 s visibility timeout and no long polling let a malformed message reach the DLQ in seconds.
 CHAOS_ENV = {
     "WAP_PROFILE": "local",
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "WAP_STEP_RETRY_DELAY_S": "0.2",
-    "WAP_VISIBILITY_TIMEOUT_S": "2",
+    "WAP_VISIBILITY_TIMEOUT_S": "1",
     "WAP_RECEIVE_WAIT_S": "0",
     "WAP_OPERATOR": "chaos-operator",
     "PYTHONWARNINGS": "ignore",
