@@ -6,7 +6,7 @@
 3. tag CDE violations (rows are tagged, not dropped);
 4. WRITE to a new branch ``audit_batch_<id>`` (or ``..._retry_<n>``) created at main's head, with
    the batch id and ingest bookmark in the snapshot summary;
-5. AUDIT the batch's rows on the branch: the blocking ``audit`` check;
+5. AUDIT the batch's rows on the branch: the blocking ``audit`` check, recorded before publishing;
 6. PUBLISH by fast-forwarding main to the branch -- data and bookmark in one atomic ref update.
 
 A failed audit abandons the branch (kept, retention recorded), trips the breaker and fails the step
@@ -185,6 +185,9 @@ def standardized_events(
                 },
                 allow_retries=False,
             )
+        # Record the passed audit before publishing: a crash right after the fast-forward must not
+        # leave a published batch whose audit was never recorded (a re-run only sees "already published").
+        yield AssetCheckResult(check_name=AUDIT_CHECK, passed=True, metadata=metadata)
         try:
             head = wap.fast_forward(table, branch)
         except wap.NotFastForwardError as error:
@@ -196,7 +199,6 @@ def standardized_events(
                 raise RetryRequested(max_retries=PUBLISH_CONFLICT_RETRIES, seconds_to_wait=0.5) from error
             raise
         fault_point("standardized.after_publish")
-        yield AssetCheckResult(check_name=AUDIT_CHECK, passed=True, metadata=metadata)
         yield MaterializeResult(
             metadata={
                 "batch_id": batch_id,

@@ -13,7 +13,13 @@ from dagster import DagsterEventType, DagsterInstance, RunsFilter
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline_tests.integration.cli import run_cli, start_cli
-from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send, tables
+from wap_pipeline_tests.integration.helpers import (
+    breaker_state,
+    check_evaluations,
+    curated_key_counts,
+    send,
+    tables,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +144,30 @@ def test_main_moved_between_write_and_publish_postgresql(stack, monkeypatch, tmp
     monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
     monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
     _concurrent_publish(stack, monkeypatch, tmp_path)
+
+
+def test_a_batch_published_just_before_a_crash_keeps_its_passed_audit(stack, monkeypatch):
+    """Found by the chaos suite (seed 38): killed right after the fast-forward, the batch was
+    published but its audit evaluation had never been recorded -- the re-run only said "already
+    published". The passed audit is now recorded before main moves."""
+    events = make_events(10, seed=38)
+    send(stack, events)
+    monkeypatch.setenv("WAP_FAULTS", "standardized.after_publish=kill")
+    assert run_cli("run", "--until-idle", check=False).returncode == -9
+    monkeypatch.delenv("WAP_FAULTS")
+    run_cli("redrive")
+    batch = the_batch()
+    standardized = tables(stack)["standardized"]
+    published = wap.published_snapshot(standardized, batch)
+    (branch,) = [
+        b
+        for b in wap.branches_of_batch(standardized, batch)
+        if standardized.metadata.refs[b].snapshot_id == published.snapshot_id
+    ]
+    audits = [
+        e
+        for e in check_evaluations(["standardized", "events"], "audit")
+        if getattr(e, "partition", None) == batch and getattr(e, "passed", False)
+    ]
+    assert any(e.metadata.get("branch") and e.metadata["branch"].value == branch for e in audits), audits
+    assert_exactly_once(stack, events, batch)
