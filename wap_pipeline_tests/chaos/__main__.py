@@ -21,6 +21,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import queue  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -78,6 +79,10 @@ def _worker(seeds: list[int], keep: bool) -> int:
     return 0
 
 
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _report(result: dict, done: int, total: int, verbose: bool) -> None:
     verdict = "ok  " if result["passed"] else "FAIL"
     killed = {True: " killed", False: " kill not reached", None: ""}[result["killed"]]
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_seeds is not None:
         return _worker([int(s) for s in args.worker_seeds.split(",") if s], args.keep)
 
+    signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     seeds = list(range(args.seed, args.seed + args.schedules))
     jobs = max(1, min(args.jobs, len(seeds)))
@@ -145,10 +151,16 @@ def main(argv: list[str] | None = None) -> int:
             collected[result["seed"]] = result
             _report(result, len(collected), len(seeds), args.verbose)
     finally:
+        # Interrupted (Ctrl-C, SIGTERM) or done: workers stop their own servers on SIGINT.
         for process, _ in workers:
             if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process, _ in workers:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
                 process.kill()
-            process.wait()
+                process.wait()
     for process, share in workers:
         for seed in share:
             if seed not in collected:  # the worker died before reporting it

@@ -31,7 +31,7 @@ from wap_pipeline.cli.patcher import cli as patcher_cli
 from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import provision, queue_url
 from wap_pipeline.settings import Settings
-from wap_pipeline.state import record_sent
+from wap_pipeline.state import record_sent, repository_root
 from wap_pipeline_tests.chaos.invariants import check_invariants
 from wap_pipeline_tests.chaos.plan import Message, Plan
 from wap_pipeline_tests.fault_proxy import FaultPlan, FaultProxy
@@ -51,6 +51,13 @@ CHAOS_ENV = {
     "WAP_OPERATOR": "chaos-operator",
     "PYTHONWARNINGS": "ignore",
 }
+# The project's dagster.yaml, plus: no per-step capture of stdout/stderr (Dagster's local compute log
+# manager starts two `tail -F` processes per step; nothing here reads those logs).
+NO_COMPUTE_LOGS = """
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+"""
 MAX_RECOVERY_ROUNDS = 8
 KILL_RUN_TIMEOUT_S = 300
 
@@ -230,6 +237,11 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path, log=lambda line: N
         with FaultProxy(server.local_endpoint, FaultPlan(seed=plan.seed)) as proxy:
             env = _schedule_env(server, proxy, state)
             os.environ.update(env)
+            home = state / "dagster_home"
+            home.mkdir(parents=True)
+            (home / "dagster.yaml").write_text(
+                (repository_root() / "dagster.yaml").read_text() + NO_COMPUTE_LOGS
+            )
             os.environ.pop("WAP_FAULTS", None)
             settings = Settings.from_env()
             provision(settings)
