@@ -146,7 +146,8 @@ def batch_accounts(tables: dict[str, Table]) -> list[BatchAccount]:
         )
         published = wap.published_snapshot(standardized, batch_id)
         if published is not None:
-            account.published = _summary_int(published, "added-records")
+            # An empty append (every record of the batch quarantined) has no added-records: 0 published.
+            account.published = _summary_int(published, "added-records") or 0
             account.quarantined = _summary_int(published, wap.QUARANTINED_ROWS_PROPERTY) or 0
             account.invalid = 0
         else:
