@@ -38,7 +38,7 @@ test: install services browser lint
 ## `.venv/bin/python -m wap_pipeline_tests.chaos --schedules 1 --seed S -v`.
 SCHEDULES ?= 100
 SEED ?= 1
-JOBS ?= 4
+JOBS ?= 6
 chaos: install
 	$(PY) -m wap_pipeline_tests.chaos --schedules $(SCHEDULES) --seed $(SEED) --jobs $(JOBS)
 

@@ -54,6 +54,14 @@ def _worker(seeds: list[int], keep: bool) -> int:
     try:
         server = Settings(local_port=_free_port(), state_dir=str(workdir / "server"))
         local_stack.up(server)
+
+        def stop(signum, frame) -> None:  # interrupted: stop our server now, whatever is running
+            local_stack.down(server)
+            shutil.rmtree(workdir, ignore_errors=True)
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         try:
             for seed in seeds:
                 outcome = run_schedule(server, make_plan(seed), workdir)
@@ -151,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             collected[result["seed"]] = result
             _report(result, len(collected), len(seeds), args.verbose)
     finally:
-        # Interrupted (Ctrl-C, SIGTERM) or done: workers stop their own servers on SIGINT.
+        # Interrupted (Ctrl-C, SIGTERM) or done: workers stop their own servers on SIGTERM.
         for process, _ in workers:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
         for process, _ in workers:
             try:
                 process.wait(timeout=20)

@@ -146,6 +146,8 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
     if pid == 0:  # the child: never returns
         code = 70
         try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the worker's "stop the server" handler
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(descriptor, 1)
             os.dup2(descriptor, 2)
