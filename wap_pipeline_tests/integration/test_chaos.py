@@ -1,0 +1,57 @@
+"""The chaos suite, short: 10 seeded fault schedules (`make chaos` runs 100).
+
+Each schedule sends good, duplicate, malformed, CDE-violating and schema-breaking messages, kills a
+run at a random fault point, throttles and blacks out AWS through the fault proxy, recovers with the
+documented commands only, and checks that every message is in exactly one place (see
+wap_pipeline_tests/chaos/invariants.py). It runs as its own process tree: worker processes with their
+own local AWS servers, so the suite's server and environment are not touched.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wap_pipeline_tests.chaos.plan import KILL_POINTS, make_plan
+
+pytestmark = pytest.mark.integration
+
+SCHEDULES = 10
+FIRST_SEED = 1001
+
+
+def test_the_seeded_plans_cover_every_fault_and_message_kind():
+    """100 seeds (what `make chaos` runs) exercise every kill point, every kind of message, throttling
+    and blackouts -- and a seed always draws the same schedule."""
+    plans = [make_plan(seed) for seed in range(1, 101)]
+    assert {p.kill_point for p in plans} >= set(KILL_POINTS)
+    kinds = {m.kind.split(":")[0] for p in plans for m in p.all_messages()}
+    assert kinds == {"good", "duplicate", "malformed", "cde", "schema"}
+    assert sum(1 for p in plans if p.blackout) > 10 and sum(1 for p in plans if p.error_rate) > 50
+    assert all(0.10 <= p.error_rate <= 0.40 for p in plans if p.error_rate)
+    assert make_plan(42).describe() == make_plan(42).describe()
+
+
+@pytest.mark.timeout(600)
+def test_ten_chaos_schedules_lose_and_duplicate_nothing():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wap_pipeline_tests.chaos",
+            "--schedules",
+            str(SCHEDULES),
+            "--seed",
+            str(FIRST_SEED),
+            "--jobs",
+            "4",
+        ],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
+    assert f"chaos: {SCHEDULES} passed, 0 failed" in result.stdout
