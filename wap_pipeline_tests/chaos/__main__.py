@@ -64,13 +64,17 @@ def _worker(seeds: list[int], keep: bool) -> int:
         signal.signal(signal.SIGTERM, stop)
         try:
             for seed in seeds:
-                outcome = run_schedule(server, make_plan(seed), workdir)
+                plan = make_plan(seed)
+                outcome = run_schedule(server, plan, workdir)
                 result = {
                     "seed": seed,
                     "passed": outcome.passed,
                     "seconds": round(outcome.seconds, 1),
                     "killed": outcome.killed,
                     "description": outcome.description,
+                    "kill_point": plan.kill_point,
+                    "throttled": bool(plan.error_rate),
+                    "blackout": bool(plan.blackout),
                     "violations": outcome.violations,
                     "transcript": outcome.transcript,
                 }
@@ -182,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nchaos: {len(seeds) - len(failures)} passed, {len(failures)} failed, {len(seeds)} schedules in "
         f"{elapsed:.0f} s with {jobs} worker(s) (seeds {seeds[0]}..{seeds[-1]})"
+    )
+    done = [r for r in collected.values() if "description" in r]
+    kills: dict[str, int] = {}
+    for r in done:
+        if r.get("killed"):
+            kills[r["kill_point"]] = kills.get(r["kill_point"], 0) + 1
+    print(
+        f"faults: {sum(kills.values())} runs killed ({', '.join(f'{k} {v}' for k, v in sorted(kills.items()))}; "
+        f"{sum(1 for r in done if r.get('killed') is False)} kills planned at a point the run never reached), "
+        f"{sum(1 for r in done if r.get('throttled'))} throttled, {sum(1 for r in done if r.get('blackout'))} "
+        "blacked out"
     )
     for result in failures:
         print(f"  seed {result['seed']} failed: {'; '.join(result['violations'])[:300]}")
