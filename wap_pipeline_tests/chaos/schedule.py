@@ -238,7 +238,7 @@ def recover(operator: Operator, settings: Settings) -> list[str]:
     return [f"not recovered after {MAX_RECOVERY_ROUNDS} rounds: breaker {breaker_state(settings).status}"]
 
 
-def run_schedule(server: Settings, plan: Plan, workdir: Path, log=lambda line: None) -> Outcome:
+def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
     """Run one schedule against the shared server; ``workdir`` holds its fresh state directory."""
     outcome = Outcome(plan.seed, plan.describe())
     started = time.monotonic()
