@@ -101,6 +101,10 @@ class Settings:
         return PayloadLimits(self.max_payload_bytes, self.max_payload_depth)
 
     @property
+    def abandoned_branch_retention_ms(self) -> int:
+        return self.abandoned_branch_retention_hours * 3600_000
+
+    @property
     def is_local(self) -> bool:
         return self.profile == "local"
 

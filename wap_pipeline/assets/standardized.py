@@ -167,7 +167,7 @@ def standardized_events(
         )
         metadata = _audit_metadata(audit, branch, batch_id)
         fault_point("standardized.after_audit")
-        retention_ms = Settings.from_env().abandoned_branch_retention_hours * 3600_000
+        retention_ms = Settings.from_env().abandoned_branch_retention_ms
         if not audit.passed:
             wap.abandon_branch(table, branch, f"audit failed: {audit.invalid_rows} invalid", retention_ms)
             yield AssetCheckResult(

@@ -286,7 +286,11 @@ def branches_cleanup() -> None:
     from wap_pipeline.iceberg.catalog import load_wap_catalog
     from wap_pipeline.iceberg.schemas import ensure_tables
 
-    removed = wap.remove_expired_branches(ensure_tables(load_wap_catalog(_settings()))["standardized"])
+    settings = _settings()
+    removed = wap.remove_expired_branches(
+        ensure_tables(load_wap_catalog(settings))["standardized"],
+        unfinished_retention_ms=settings.abandoned_branch_retention_ms,
+    )
     click.echo(f"removed {len(removed)} branch(es)" + (f": {', '.join(removed)}" if removed else ""))
 
 
