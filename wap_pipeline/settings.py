@@ -69,6 +69,9 @@ class Settings:
     step_retry_delay_s: float = 2.0
     # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
     abandoned_branch_retention_hours: int = 14 * 24
+    # What data-patcher may touch (comma-separated). Empty: the ingest queue / the landing bucket only.
+    patcher_allowed_queues: str = ""
+    patcher_allowed_buckets: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -95,6 +98,17 @@ class Settings:
         return PayloadLimits(self.max_payload_bytes, self.max_payload_depth)
 
     @property
+    def allowed_queues(self) -> frozenset[str]:
+        """Queues data-patcher may send to (``WAP_PATCHER_ALLOWED_QUEUES``; default: the ingest queue)."""
+        return _names(self.patcher_allowed_queues) or frozenset({self.queue_name})
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """Buckets data-patcher may read and write patches in (``WAP_PATCHER_ALLOWED_BUCKETS``;
+        default: the landing bucket)."""
+        return _names(self.patcher_allowed_buckets) or frozenset({self.landing_bucket})
+
+    @property
     def is_local(self) -> bool:
         return self.profile == "local"
 
@@ -113,3 +127,7 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).resolve()
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
