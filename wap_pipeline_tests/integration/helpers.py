@@ -56,3 +56,38 @@ def breaker_state(settings: Settings) -> BreakerState:
 
 def quarantine(settings: Settings) -> Quarantine:
     return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
+
+
+def land_file(settings: Settings, bodies: list[str]) -> tuple[str, list[str]]:
+    """One landing file as Firehose writes it after buffering many messages (locally each
+    PutRecordBatch becomes its own small file): one landing envelope per line, built by the
+    forwarder's own function. Recorded in the sent ledger. Returns (key, message ids by line)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from wap_pipeline.rules.envelope import landing_line, to_landing_record
+
+    now = datetime.now(UTC)
+    message_ids = [str(uuid.uuid4()) for _ in bodies]
+    data = b"".join(
+        landing_line(
+            to_landing_record(
+                {
+                    "MessageId": message_id,
+                    "Body": body,
+                    "Attributes": {
+                        "SentTimestamp": str(int(now.timestamp() * 1000)),
+                        "ApproximateReceiveCount": "1",
+                    },
+                }
+            )
+        )
+        for message_id, body in zip(message_ids, bodies, strict=True)
+    )
+    key = (
+        f"{settings.landing_prefix}{now:%Y/%m/%d/%H}/"
+        f"{settings.stream_name}-1-{now:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}"
+    )
+    aws.client("s3", settings).put_object(Bucket=settings.landing_bucket, Key=key, Body=data)
+    record_sent(settings, len(bodies))
+    return key, message_ids
