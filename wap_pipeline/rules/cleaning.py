@@ -48,6 +48,7 @@ _ESCAPE = re.compile(r"(\\+)(u00[0-9a-fA-F]{2}|[bfnrt])")
 _SHORT_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 # What SQS accepts in a message body or attribute (#x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000+).
 _NOT_SQS_SAFE = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_AN_OBJECT = "payload is not a JSON object"  # the reason standardize gives
 _RULE_DESCRIPTIONS = {rule.name: rule.description for rule in RULES}
 _CHAR_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\([tnr0\\])")
 
@@ -411,7 +412,10 @@ def inspect_lines(
             ids, problems = scan_line(line)
             if line.number in reasons:
                 summary.records += 1
-            for reason in reasons.get(line.number, []):
+            line_reasons = reasons.get(line.number, [])
+            if _NOT_AN_OBJECT in line_reasons:  # every CDE rule fails with it: say it once
+                line_reasons = [f"{_NOT_AN_OBJECT}: every CDE field is missing"]
+            for reason in line_reasons:
                 name = reason.split(":", 1)[0]
                 summary.audit_reasons[name] += 1
                 problems.append(
