@@ -72,6 +72,8 @@ class Settings:
     # What data-patcher may touch (comma-separated). Empty: the ingest queue / the landing bucket only.
     patcher_allowed_queues: str = ""
     patcher_allowed_buckets: str = ""
+    # When set, every AWS API call is appended to this file (JSON lines): the IAM policy tests use it.
+    aws_call_log: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

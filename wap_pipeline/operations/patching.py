@@ -125,6 +125,10 @@ def standardized_fields(settings: Settings) -> tuple[dict[str, object], str]:
         table = load_wap_catalog(settings).load_table(STANDARDIZED_TABLE)
     except (NoSuchTableError, NoSuchNamespaceError):
         return payload_fields(STANDARDIZED_SCHEMA), "built-in schema"
+    except Exception as error:  # no catalog access (e.g. the patcher role): the built-in rules still apply
+        return payload_fields(
+            STANDARDIZED_SCHEMA
+        ), f"built-in schema (live table unreadable: {type(error).__name__})"
     return payload_fields(table.schema()), "live standardized table"
 
 

@@ -91,3 +91,25 @@ def land_file(settings: Settings, bodies: list[str]) -> tuple[str, list[str]]:
     aws.client("s3", settings).put_object(Bucket=settings.landing_bucket, Key=key, Body=data)
     record_sent(settings, len(bodies))
     return key, message_ids
+
+
+def assert_calls_allowed(call_log, settings: Settings) -> None:
+    """Every AWS call recorded in ``call_log`` (``WAP_AWS_CALL_LOG``) is one the patcher's IAM
+    permissions list (wap_pipeline/operations/permissions.py) allows."""
+    from fnmatch import fnmatchcase
+
+    from wap_pipeline.operations.permissions import permissions, required_permission
+
+    with open(call_log, "rb") as log:
+        calls = [orjson.loads(line) for line in log]
+    assert calls, "no AWS call was recorded"
+    granted = permissions(settings)
+    missing = {
+        required_permission(call)
+        for call in calls
+        if not any(
+            action == required_permission(call)[0] and fnmatchcase(required_permission(call)[1], resource)
+            for action, resource in granted
+        )
+    }
+    assert not missing, f"calls the patcher's IAM permissions do not cover: {sorted(missing)}"

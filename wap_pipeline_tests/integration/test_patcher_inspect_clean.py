@@ -10,7 +10,7 @@ from wap_pipeline.events import make_events
 from wap_pipeline.ingest.dlq import browse
 from wap_pipeline.provision import queue_url
 from wap_pipeline_tests.integration.cli import patcher
-from wap_pipeline_tests.integration.helpers import land_file, quarantine
+from wap_pipeline_tests.integration.helpers import assert_calls_allowed, land_file, quarantine
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +27,16 @@ def queued(settings, name: str) -> list:
     return browse(sqs, queue_url(sqs, name))
 
 
-def test_inspect_reads_allow_listed_buckets_only_and_says_what_it_found(stack):
+def test_inspect_reads_allow_listed_buckets_only_and_says_what_it_found(stack, tmp_path):
     events = make_events(5, seed=61)
     good_key, _ = land_file(stack, [orjson.dumps(e).decode() for e in events])
     events[3]["idempotency_key"] += "\x1f"
     bad_key, ids = land_file(stack, [orjson.dumps(e).decode() for e in events])
 
-    clean = patcher("inspect", f"s3://{stack.landing_bucket}/{good_key}")
+    calls = {"WAP_AWS_CALL_LOG": str(tmp_path / "aws-calls.jsonl")}
+    clean = patcher("inspect", f"s3://{stack.landing_bucket}/{good_key}", env=calls)
     assert "no problems found" in clean.stdout
-    found = patcher("--json", "inspect", f"s3://{stack.landing_bucket}/{bad_key}", check=False)
+    found = patcher("--json", "inspect", f"s3://{stack.landing_bucket}/{bad_key}", check=False, env=calls)
     assert found.returncode == 1
     (report,) = json.loads(found.stdout)["lines"]
     assert report["line"] == 4 and report["ids"]["message_id"] == ids[3]
@@ -49,8 +50,22 @@ def test_inspect_reads_allow_listed_buckets_only_and_says_what_it_found(stack):
     assert patcher("inspect", f"s3://{stack.warehouse_bucket}/x", check=False, env=widened).returncode == 3
     assert json.loads(patcher("--json", "audit-log").stdout) == [], "inspect only reads"
 
+    # The other verbs, for the record of their AWS calls: all within the patcher's IAM permissions.
+    for verb in (
+        ("quarantine", "add", "evt_1", "--reason", "r"),
+        ("quarantine", "list"),
+        ("quarantine", "remove", "evt_1", "--reason", "r"),
+        ("breaker", "status"),
+        ("dlq", "list"),
+        ("dlq", "purge", "--yes"),
+        ("dlq", "redrive"),
+        ("audit-log",),
+    ):
+        patcher(*verb, env=calls)
+    assert_calls_allowed(calls["WAP_AWS_CALL_LOG"], stack)
 
-def test_secure_clean_refuses_other_queues_dry_runs_and_never_injects_an_invalid_record(stack):
+
+def test_secure_clean_refuses_other_queues_dry_runs_and_never_injects_an_invalid_record(stack, tmp_path):
     events = make_events(4, seed=62)
     fixable = events[1]
     dirty_key = fixable["idempotency_key"]
@@ -59,11 +74,12 @@ def test_secure_clean_refuses_other_queues_dry_runs_and_never_injects_an_invalid
     key, ids = land_file(stack, [orjson.dumps(e).decode() for e in events])
     uri = f"s3://{stack.landing_bucket}/{key}"
     args = ("secure-clean", uri, "--remove-chars", "\\x1F")
+    calls = {"WAP_AWS_CALL_LOG": str(tmp_path / "aws-calls.jsonl")}
 
     for queue in ("production-queue", stack.dlq_name):
         refused = patcher(*args, "--re-inject-queue", queue, check=False)
         assert refused.returncode == 4 and f"queue {queue!r} is not allow-listed" in refused.stderr
-    dry = patcher(*args, "--re-inject-queue", stack.queue_name, "--dry-run", check=False)
+    dry = patcher(*args, "--re-inject-queue", stack.queue_name, "--dry-run", check=False, env=calls)
     assert dry.returncode == 1, "a record is left invalid"
     assert "line 2 (" in dry.stdout and "would be injected" in dry.stdout
     assert "line 3 (" in dry.stdout and "still invalid after cleaning, NOT injected" in dry.stdout
@@ -71,10 +87,11 @@ def test_secure_clean_refuses_other_queues_dry_runs_and_never_injects_an_invalid
     assert json.loads(patcher("--json", "audit-log").stdout) == []
 
     # Without a queue: the cleaned copy only.
-    copy_only = patcher(*args, check=False)
+    copy_only = patcher(*args, check=False, env=calls)
     assert copy_only.returncode == 1 and "Cleaned copy: s3://" in copy_only.stdout
     assert len(patches(stack)) == 1 and queued(stack, stack.queue_name) == []
     assert quarantine(stack).ids() == frozenset()
+    assert_calls_allowed(calls["WAP_AWS_CALL_LOG"], stack)
 
     # Another queue, once allow-listed; JSON output streamed as one document.
     sqs = aws.client("sqs", stack)

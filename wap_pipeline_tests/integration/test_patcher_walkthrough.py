@@ -18,6 +18,7 @@ from wap_pipeline.ingest.dlq import browse
 from wap_pipeline.provision import queue_url
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import (
+    assert_calls_allowed,
     breaker_state,
     curated_key_counts,
     land_file,
@@ -31,7 +32,7 @@ LINES = 1500
 BAD_LINE = 1402
 
 
-def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack):
+def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack, tmp_path):
     events = make_events(LINES, seed=52)
     bad = events[BAD_LINE - 1]
     bad["currency"] = "EU\x1fR"  # an encoding glitch: the audit's currency rule catches it
@@ -39,6 +40,7 @@ def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack):
     uri = f"s3://{stack.landing_bucket}/{key}"
     s3 = aws.client("s3", stack)
     source_etag = s3.head_object(Bucket=stack.landing_bucket, Key=key)["ETag"]
+    calls = {"WAP_AWS_CALL_LOG": str(tmp_path / "aws-calls.jsonl")}
 
     # The batch fails its audit: nothing published, the breaker is RED.
     assert run_cli("run", "--until-idle", check=False).returncode == 1
@@ -48,10 +50,10 @@ def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack):
     assert wap.published_batches(tables(stack)["standardized"]) == []
 
     # 1. Inspect (diagnosis).
-    inspected = patcher("inspect", uri, check=False)
+    inspected = patcher("inspect", uri, check=False, env=calls)
     assert inspected.returncode == 1, inspected.stderr
     assert f"Found unprintable character '\\x1F' at line {BAD_LINE}, column" in inspected.stdout
-    report = json.loads(patcher("--json", "inspect", uri, check=False).stdout)
+    report = json.loads(patcher("--json", "inspect", uri, check=False, env=calls).stdout)
     (line,) = report["lines"]
     assert line["line"] == BAD_LINE
     assert line["ids"] == {
@@ -68,7 +70,7 @@ def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack):
 
     # 2. Sanitize and re-wrap: the original metadata travels with the replay.
     cleaned = patcher(
-        "secure-clean", uri, "--remove-chars", "\\x1F", "--re-inject-queue", stack.queue_name
+        "secure-clean", uri, "--remove-chars", "\\x1F", "--re-inject-queue", stack.queue_name, env=calls
     ).stdout
     assert "Injecting to SQS ingest-events with attributes:" in cleaned
     assert "- is_replay: true" in cleaned
@@ -89,13 +91,14 @@ def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack):
     copy = s3.get_object(Bucket=stack.landing_bucket, Key=patch["Key"])["Body"].read().split(b"\n")
     assert b"\\u001f" not in copy[BAD_LINE - 1] and len(copy) == LINES + 1
     assert quarantine(stack).ids() == frozenset({bad["event_id"]})
-    log = json.loads(patcher("--json", "audit-log").stdout)
+    log = json.loads(patcher("--json", "audit-log", env=calls).stdout)
     assert [(e["action"], e["operator"]) for e in log] == [
         ("patch.write", "support-bob"),
         ("patch.inject", "support-bob"),
         ("quarantine.add", "support-bob"),
     ]
     assert log[1]["details"]["sent"][0]["original_message_id"] == message_ids[BAD_LINE - 1]
+    assert_calls_allowed(calls["WAP_AWS_CALL_LOG"], stack)  # docs/iam/patcher-policy.json covers these
 
     # 3. Resume: reset the breaker, re-drive the failed batch, then the replay's batch.
     resumed = patcher("resume-pipeline", "--pipeline", "standard_ingest")
