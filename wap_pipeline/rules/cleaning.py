@@ -408,7 +408,7 @@ def inspect_lines(
         )
         for line in chunk:
             summary.lines += 1
-            summary.bytes += line.size + 1
+            summary.bytes = max(summary.bytes, line.offset + line.size)
             ids, problems = scan_line(line)
             if line.number in reasons:
                 summary.records += 1
