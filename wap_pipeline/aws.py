@@ -7,6 +7,8 @@ botocore; :mod:`wap_pipeline.ingest.forwarder` resends those records itself.
 
 from __future__ import annotations
 
+import json
+
 import boto3
 from botocore.config import Config
 
@@ -29,4 +31,27 @@ def client(service: str, settings: Settings | None = None):
     if settings.is_local:
         kwargs["endpoint_url"] = settings.endpoint_url
         kwargs.update(LOCAL_CREDENTIALS)
-    return boto3.session.Session().client(service, **kwargs)
+    made = boto3.session.Session().client(service, **kwargs)
+    if settings.aws_call_log:
+        record_calls(made, settings.aws_call_log)
+    return made
+
+
+def record_calls(client, path: str) -> None:
+    """Append every API call the client makes (service, operation, resource) to ``path`` as JSON
+    lines -- how the tests check the patcher's IAM policy against what the code really calls."""
+
+    def record(model, params, **_) -> None:
+        queue_url = params.get("QueueUrl") or ""
+        call = {
+            "service": model.service_model.endpoint_prefix,
+            "operation": model.name,
+            "bucket": params.get("Bucket"),
+            "key": params.get("Key"),
+            "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
+            "table": params.get("TableName"),
+        }
+        with open(path, "a") as log:
+            log.write(json.dumps(call) + "\n")
+
+    client.meta.events.register("before-parameter-build", record)

@@ -75,6 +75,11 @@ class Settings:
     # The curated freshness check fails when a batch published to standardized has waited longer
     # than this for curated.
     curated_max_lag_minutes: int = 30
+    # What data-patcher may touch (comma-separated). Empty: the ingest queue / the landing bucket only.
+    patcher_allowed_queues: str = ""
+    patcher_allowed_buckets: str = ""
+    # When set, every AWS API call is appended to this file (JSON lines): the IAM policy tests use it.
+    aws_call_log: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -105,6 +110,17 @@ class Settings:
         return self.abandoned_branch_retention_hours * 3600_000
 
     @property
+    def allowed_queues(self) -> frozenset[str]:
+        """Queues data-patcher may send to (``WAP_PATCHER_ALLOWED_QUEUES``; default: the ingest queue)."""
+        return _names(self.patcher_allowed_queues) or frozenset({self.queue_name})
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """Buckets data-patcher may read and write patches in (``WAP_PATCHER_ALLOWED_BUCKETS``;
+        default: the landing bucket)."""
+        return _names(self.patcher_allowed_buckets) or frozenset({self.landing_bucket})
+
+    @property
     def is_local(self) -> bool:
         return self.profile == "local"
 
@@ -123,3 +139,7 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).resolve()
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
