@@ -52,6 +52,8 @@ def stack(aws_server: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DAGSTER_HOME", str(state / "dagster_home"))
     # Steps retry transient errors; tests that do not simulate an outage need not wait long.
     monkeypatch.setenv("WAP_STEP_RETRY_DELAY_S", "0.2")
+    # No webserver unless a test starts one (a developer's `make dev` on :3000 must not be used).
+    monkeypatch.setenv("WAP_DAGSTER_URL", f"http://127.0.0.1:{free_port()}")
     for name in list(os.environ):
         if name.startswith("PYICEBERG_CATALOG__"):
             monkeypatch.delenv(name)

@@ -402,17 +402,27 @@ def breaker_status(ctx: Context) -> None:
     "--reason", default="resumed by data-patcher", show_default=True, help="Recorded with the reset."
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option(
+    "--url",
+    envvar="WAP_DAGSTER_URL",
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    help="Dagster webserver to re-execute through; headless when none answers there.",
+)
 @pass_context
-def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool) -> None:
+def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool, url: str) -> None:
     """Reset the breaker to GREEN (recorded) and re-drive the failed batches from failure.
 
-    The re-drive runs headless, the same path as `wap-pipeline redrive`: failed batches are
-    re-executed from failure, oldest first, then the sensors run until the pipeline is idle.
+    With a Dagster webserver reachable at --url (env WAP_DAGSTER_URL), the failed runs are re-executed
+    from failure through its GraphQL API (as "Re-execute from failure" in the UI) and their run ids
+    printed; otherwise the re-drive runs headless, the same path as `wap-pipeline redrive`. The output
+    says which path was used.
     """
     from dagster import DagsterInstance
 
     from wap_pipeline.runner import batches_to_redrive
     from wap_pipeline.state import ensure_dagster_home
+    from wap_pipeline.webserver import DagsterWebserver, WebserverError, rerun_failed
 
     if pipeline != ctx.settings.pipeline_name:
         click.echo(
@@ -421,26 +431,39 @@ def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool) -> 
         )
         sys.exit(EXIT_REFUSED)
     operator = ctx.operator()
+    webserver = DagsterWebserver(url)
+    path = f"webserver {url}" if webserver.reachable() else "headless"
     if dry_run:
         ensure_dagster_home(ctx.settings)
         with DagsterInstance.get() as instance:
             todo = [key for key, _ in batches_to_redrive(instance)]
         state = operator.breaker.state()
         ctx.emit(
-            {"breaker": state.status, "would_reset": state.is_red, "would_redrive": todo, "path": "headless"},
+            {"breaker": state.status, "would_reset": state.is_red, "would_redrive": todo, "path": path},
             f"dry run: breaker is {state.status}; would reset it and re-drive {len(todo)} batch(es): "
-            f"{', '.join(todo) or '-'} (headless)",
+            f"{', '.join(todo) or '-'} ({path})",
         )
         return
     state = operator.reset_breaker(reason)
     if not ctx.as_json:
-        click.echo(f"Circuit Breaker Reset (Status={state.status}). Re-driving {pipeline} headless.")
-    result = drive_until_idle(ctx.settings, redrive_first=True, quiet=ctx.as_json)
+        click.echo(f"Circuit Breaker Reset (Status={state.status}). Re-driving {pipeline} ({path}).")
+    if path == "headless":
+        result = drive_until_idle(ctx.settings, redrive_first=True, quiet=ctx.as_json)
+        run_ids, failed = result.run_ids, result.failed
+    else:
+        log = (lambda message: None) if ctx.as_json else click.echo
+        try:
+            reruns = rerun_failed(webserver, log=log)
+        except WebserverError as error:
+            click.echo(f"re-drive through {url} failed: {error}", err=True)
+            sys.exit(EXIT_FAILED)
+        run_ids = [r.run_id for r in reruns]
+        failed = [f"{r.partition} run {r.run_id}" for r in reruns if not r.succeeded]
     ctx.emit(
-        {"breaker": state.status, "path": "headless", "run_ids": result.run_ids, "failed": result.failed},
-        "\n".join(f"run {run_id}" for run_id in result.run_ids) or "no runs were needed",
+        {"breaker": state.status, "path": path, "run_ids": run_ids, "failed": failed},
+        "\n".join(f"run {run_id}" for run_id in run_ids) or "no runs were needed",
     )
-    sys.exit(EXIT_FAILED if result.failed else EXIT_OK)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 @cli.command("audit-log")
