@@ -18,7 +18,7 @@ from wap_pipeline_tests.conftest import free_port
 from wap_pipeline_tests.fault_proxy import FaultProxy
 from wap_pipeline_tests.integration.cli import BIN, run_cli
 from wap_pipeline_tests.integration.dagster_dev import dagster_dev
-from wap_pipeline_tests.integration.helpers import send, send_raw
+from wap_pipeline_tests.integration.helpers import land_file, send, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +121,14 @@ def crash(stack, resources: ExitStack) -> dict[str, str]:
     return {"BATCH_ID": batch_of_last_run()}
 
 
+def bad_character(stack, resources: ExitStack) -> dict[str, str]:
+    events = make_events(30, seed=308)
+    events[17]["currency"] = "US\x1fD"
+    key, _ = land_file(stack, [orjson.dumps(e).decode() for e in events])
+    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    return {"FILE_URI": f"s3://{stack.landing_bucket}/{key}", "EVENT_ID": events[17]["event_id"]}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, str]]] = {
     "1.1": malformed_json,
     "1.2": throttling,
@@ -128,6 +136,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, str]]] = {
     "2.1": schema_mismatch,
     "2.2": cde_violation,
     "3.1": curated_failure,
+    "5.2": bad_character,
     "crash": crash,
 }
 
