@@ -147,6 +147,8 @@ def standardized_events(
             ) from error
         rows = tag_invalid(result.rows, now).select(top_level_columns(table.schema()))
         rows = rows.cast(table.schema().as_arrow())
+        skipped = result.skipped.num_rows
+        del raw_rows, result  # a batch's raw rows are not needed past here: free them before the write
         branch = wap.next_branch_name(table, batch_id)
         wap.create_branch_from_main(table, branch)
         wap.write_to_branch(
@@ -195,7 +197,7 @@ def standardized_events(
                 "batch_id": batch_id,
                 "branch": branch,
                 "rows_published": rows.num_rows,
-                "quarantined_skipped": result.skipped.num_rows,
+                "quarantined_skipped": skipped,
                 "snapshot_id": MetadataValue.text(str(head.snapshot_id)),
                 "bookmark": bookmark,
             }

@@ -129,7 +129,7 @@ def standardize(
     fast = _parse_vectorised(raw, fields)
     if fast is not None:
         try:
-            return _standardize_vectorised(raw, fields, standardized_at, quarantined_ids, *fast)
+            return _standardize_vectorised(raw, fields, standardized_at, quarantined_ids, fast)
         except pa.ArrowException:
             pass  # a value Arrow will not convert (an int beyond int32...): the definition decides
     payloads = [_parse_payload(body) for body in raw["body"].to_pylist()]
@@ -239,7 +239,7 @@ _PLAIN_ISO_TIMESTAMP = (
 )
 
 
-def _parse_vectorised(raw: pa.Table, fields: dict[str, object]) -> tuple[pa.Table, pa.Array] | None:
+def _parse_vectorised(raw: pa.Table, fields: dict[str, object]) -> pa.Table | None:
     """Every body parsed by Arrow into the schema's fields, one row per body; None when the
     definition must decide (a body that is not a one-line object, a field or type that does not fit,
     a column type Arrow is not given here)."""
@@ -272,7 +272,7 @@ def _parse_vectorised(raw: pa.Table, fields: dict[str, object]) -> tuple[pa.Tabl
         return None
     if parsed.num_rows != raw.num_rows:
         return None
-    return parsed, body
+    return parsed  # the joined copies of the bodies are freed here, before the batch is written
 
 
 def _timestamps(strings: pa.ChunkedArray, name: str) -> tuple[pa.Array, list[list[str]] | None]:
@@ -297,7 +297,6 @@ def _standardize_vectorised(
     standardized_at: datetime,
     quarantined_ids: Collection[str],
     parsed: pa.Table,
-    body: pa.Array,
 ) -> StandardizeResult:
     record_ids = parsed["event_id"]
     is_replay = pc.or_(pc.fill_null(raw["is_replay"], False), pc.fill_null(parsed["is_replay"], False))
