@@ -825,7 +825,7 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
     lines.append(
         f"ingest: forwarder {i['forwarder']['rate']:,.0f} msg/s (receive + parse + PutRecordBatch + delete) vs "
         f"server {i['server']['rate']:,.0f} msg/s (bare receive + delete), {i['ratio']:.2f}x; "
-        f"{i['forwarder']['messages'] + i['server']['messages']:,} messages in waves of {i['wave']}, "
+        f"{i['forwarder']['messages']:,} messages each in waves of {i['wave']}, "
         f"send {i['server']['send_rate']:,.0f} msg/s"
     )
     lat = results["latency"]
