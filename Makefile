@@ -5,13 +5,15 @@ PY := $(VENV)/bin/python
 WAP := $(VENV)/bin/wap-pipeline
 STAMP := $(VENV)/.installed
 EVENTS ?= 10000
+BENCH_EVENTS ?= 1000000
+BENCH_JSON ?= benchmarks/results/latest.json
 PYTHON ?= python3
 
 # Local state (SQLite catalog, warehouse, Dagster home, server pid/log) lives here.
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install demo test chaos lint format dev services browser clean
+.PHONY: install demo test chaos bench lint format dev services browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,11 @@ test: install services browser lint
 chaos: install services
 	WAP_FAULTED_MESSAGES=5000 $(PY) -m pytest -p no:cacheprovider -o timeout=5400 \
 		wap_pipeline_tests/integration/test_ingest_faults.py
+
+## The pipeline against the physical floor on this machine (ratios within one run; see benchmarks/README.md).
+## Under 10 minutes on 2 cores at 1,000,000 events; `make bench BENCH_EVENTS=100000` for a quicker look.
+bench: install
+	$(PY) benchmarks/run.py --events $(BENCH_EVENTS) --json $(BENCH_JSON)
 
 lint: install
 	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests benchmarks

@@ -37,7 +37,7 @@ from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource, QuarantineResource
 from wap_pipeline.rules.audit import AuditResult, count_invalid, tag_invalid
-from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
+from wap_pipeline.rules.standardize import SchemaMismatchError, StandardizeResult, standardize
 from wap_pipeline.settings import Settings
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
@@ -147,6 +147,9 @@ def standardized_events(
             ) from error
         rows = tag_invalid(result.rows, now).select(top_level_columns(table.schema()))
         rows = rows.cast(table.schema().as_arrow())
+        # The batch's raw rows and untagged rows are not needed past here: free them before the write.
+        del raw_rows
+        result = StandardizeResult(rows=result.rows.schema.empty_table(), skipped=result.skipped)
         branch = wap.next_branch_name(table, batch_id)
         wap.create_branch_from_main(table, branch)
         wap.write_to_branch(
