@@ -39,7 +39,7 @@ def client(service: str, settings: Settings | None = None):
 
 def record_calls(client, path: str) -> None:
     """Append every API call the client makes (service, operation, resource) to ``path`` as JSON
-    lines -- how the tests check the patcher's IAM policy against what the code really calls."""
+    lines -- how the tests check the IAM policies (patcher and pipeline) against what the code really calls."""
 
     def record(model, params, **_) -> None:
         queue_url = params.get("QueueUrl") or ""
@@ -50,6 +50,7 @@ def record_calls(client, path: str) -> None:
             "key": params.get("Key"),
             "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
             "table": params.get("TableName"),
+            "stream": params.get("DeliveryStreamName"),
         }
         with open(path, "a") as log:
             log.write(json.dumps(call) + "\n")

@@ -45,6 +45,7 @@ _ACTION_OF_OPERATION = {
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     "s3:HeadObject": "s3:GetObject",
+    "s3:ListObjectsV2": "s3:ListBucket",
     "s3:CreateMultipartUpload": "s3:PutObject",
     "s3:UploadPart": "s3:PutObject",
     "s3:CompleteMultipartUpload": "s3:PutObject",
@@ -75,10 +76,14 @@ def required_permission(call: dict, region: str = "{region}", account: str = "{a
     action = _ACTION_OF_OPERATION.get(f"{service}:{operation}", f"{service}:{operation}")
     if service == "s3":
         resource = f"arn:aws:s3:::{call['bucket']}" + (f"/{call['key']}" if call.get("key") else "")
+        if action == "s3:ListBucket":
+            resource = f"arn:aws:s3:::{call['bucket']}"
     elif service == "sqs":
         resource = f"arn:aws:sqs:{region}:{account}:{call['queue']}"
     elif service == "dynamodb":
         resource = f"arn:aws:dynamodb:{region}:{account}:table/{call['table']}"
+    elif service == "firehose":
+        resource = f"arn:aws:firehose:{region}:{account}:deliverystream/{call['stream']}"
     else:
         resource = "*"
     return action, resource

@@ -6,40 +6,11 @@ from pathlib import Path
 
 from wap_pipeline.operations.permissions import permissions
 from wap_pipeline.settings import Settings
+from wap_pipeline_tests.iam import allowed, statements, uncovered
 
 POLICY = Path(__file__).resolve().parents[2] / "docs" / "iam" / "patcher-policy.json"
 # Allowed although no verb calls it: without it a missing object answers 403 instead of 404.
 EXTRAS = {("s3:ListBucket", "arn:aws:s3:::wap-landing")}
-
-
-def statements(policy: dict) -> list[tuple[str, list[str], list[str]]]:
-    out = []
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = (
-            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        )
-        resources = [
-            r.replace("${Region}", "{region}").replace("${AccountId}", "{account}") for r in resources
-        ]
-        out.append((statement["Effect"], actions, resources))
-    return out
-
-
-def allowed(policy: dict, action: str, resource: str) -> bool:
-    def matches(actions, resources):
-        return any(fnmatchcase(action, a) for a in actions) and any(
-            fnmatchcase(resource, r) for r in resources
-        )
-
-    rules = statements(policy)
-    if any(effect == "Deny" and matches(a, r) for effect, a, r in rules):
-        return False
-    return any(effect == "Allow" and matches(a, r) for effect, a, r in rules)
-
-
-def uncovered(policy: dict, needed: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    return sorted((action, resource) for action, resource in needed if not allowed(policy, action, resource))
 
 
 def test_the_policy_covers_every_action_the_patcher_calls():
