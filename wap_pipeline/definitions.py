@@ -17,6 +17,7 @@ from wap_pipeline.jobs import (
 from wap_pipeline.resources import (
     AwsResource,
     CircuitBreakerResource,
+    EngineResource,
     IcebergCatalogResource,
     QuarantineResource,
 )
@@ -27,6 +28,7 @@ RESOURCES = {
     "catalog": IcebergCatalogResource(),
     "breaker": CircuitBreakerResource(),
     "quarantine": QuarantineResource(),
+    "engine": EngineResource(),
 }
 
 defs = Definitions(

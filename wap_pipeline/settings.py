@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+ENGINES = ("arrow", "spark")
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -69,6 +70,9 @@ class Settings:
     step_retry_delay_s: float = 2.0
     # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
     abandoned_branch_retention_hours: int = 14 * 24
+    # How standardized and curated are computed: "arrow" (PyIceberg + Arrow, in-process) or "spark"
+    # (dagster-pyspark + Iceberg's Spark runtime, same catalog). WAP_ENGINE overrides the resource config.
+    engine: str = "arrow"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -86,6 +90,8 @@ class Settings:
         settings = cls(**values)
         if settings.profile not in ("local", "aws"):
             raise ValueError(f"WAP_PROFILE must be 'local' or 'aws', not {settings.profile!r}")
+        if settings.engine not in ENGINES:
+            raise ValueError(f"WAP_ENGINE must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
         return settings
 
     @property

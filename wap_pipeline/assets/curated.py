@@ -10,15 +10,13 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, asset
-from pyiceberg.expressions import In
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
-from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.resources import CircuitBreakerResource, EngineResource, IcebergCatalogResource
 from wap_pipeline.rules.curated import KEY, plan_merge
 
 CURATED_KEY = AssetKey(["curated", "events"])
@@ -41,11 +39,13 @@ def curated_events(
     context: AssetExecutionContext,
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
+    engine: EngineResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
     with guarded_by_breaker(context, breaker):
         tables = catalog.tables()
         standardized, table = tables["standardized"], tables["curated"]
+        io = engine.get()  # arrow or spark: reads and the atomic commit (wap_pipeline.engines)
         done = wap.published_snapshot(table, batch_id)
         if done is not None:
             context.log.info(
@@ -55,7 +55,7 @@ def curated_events(
         if wap.published_snapshot(standardized, batch_id) is None:
             raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
         columns = top_level_columns(table.schema())
-        batch = wap.scan_batch(standardized, wap.MAIN, batch_id)
+        batch = io.scan_batch(standardized, wap.MAIN, batch_id)
         now = datetime.now(UTC)
         incoming = batch.append_column(
             "curated_at", pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC"))
@@ -63,19 +63,12 @@ def curated_events(
         incoming = incoming.select(columns)
         keys = pc.unique(incoming[KEY]).to_pylist()
         if table.current_snapshot() is not None and keys:
-            current = table.scan(
-                row_filter=In(KEY, keys),
-                selected_fields=(KEY, "is_replay", "event_timestamp", "sent_timestamp"),
-            ).to_arrow()
+            current = io.scan_keys(table, keys, (KEY, "is_replay", "event_timestamp", "sent_timestamp"))
         else:
             current = incoming.schema.empty_table()
         plan = plan_merge(incoming, current)
         properties = {wap.BATCH_ID_PROPERTY: batch_id}
-        with table.transaction() as tx:
-            if plan.superseded_keys:
-                tx.delete(In(KEY, plan.superseded_keys), snapshot_properties=properties)
-            tx.append(plan.winners.cast(table.schema().as_arrow()), snapshot_properties=properties)
-            fault_point("curated.before_commit")
+        io.commit_merge(table, plan, properties)  # deletes + inserts, one atomic step on main
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
