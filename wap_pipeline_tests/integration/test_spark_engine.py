@@ -261,3 +261,27 @@ def test_spark_fast_forward_refuses_when_main_moved(use_catalog, spark_engine_ru
     assert raw.refresh().current_snapshot().snapshot_id == head
     assert wap.published_batches(raw) == ["b2"]
     assert engine.scan_batch(raw, ours, "b1").num_rows == 4, "the branch is kept as it was"
+
+
+@pytest.mark.postgres
+def test_engines_share_a_postgresql_catalog(
+    use_catalog, postgres_database, tmp_path, monkeypatch, spark_engine_runtime
+):
+    """PostgreSQL is configuration only, for Spark too: PyIceberg's SqlCatalog, Iceberg's JDBC catalog."""
+    settings = use_catalog("postgres")
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
+    data = batches()
+    for batch_id, engine in (("b1", "spark"), ("b2", "arrow"), ("b3", "spark")):
+        land(settings, batch_id, data[batch_id])
+        assert process(engine, batch_id).success is (batch_id != "b3")
+
+    tables = ensure_tables(load_wap_catalog(settings))
+    standardized, curated = tables["standardized"], tables["curated"]
+    assert wap.published_batches(standardized) == ["b1", "b2"]
+    assert wap.bookmark(standardized) == {"batch_id": "b2", "bookmark": "landing/b2"}
+    assert len(content(curated, ("idempotency_key",))) == 40 + 12
+    assert wap.scan_batch(standardized, wap.branch_name("b3"), "b3").num_rows == 10, (
+        "Spark wrote the failed branch"
+    )
