@@ -80,12 +80,16 @@ def runtime_jars() -> list[str]:
     return [iceberg_runtime_jar(), *JDBC_DRIVER_JARS]
 
 
-def base_spark_config() -> dict[str, str]:
-    """Everything but the catalog: jars, Iceberg's SQL extensions, UTC, Arrow transfers, a quiet local run."""
+def base_spark_config(with_jars: bool = True) -> dict[str, str]:
+    """Everything but the catalog: jars, Iceberg's SQL extensions, UTC, Arrow transfers, a quiet local run.
+
+    ``with_jars=False`` where the platform brings Iceberg itself (Glue's ``--datalake-formats iceberg``).
+    """
+    jars = {"spark.jars": ",".join(runtime_jars())} if with_jars else {}
     return {
         "spark.master": "local[2]",
         "spark.app.name": "wap-pipeline",
-        "spark.jars": ",".join(runtime_jars()),
+        **jars,
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -160,7 +164,8 @@ _sessions: dict[tuple, object] = {}
 def spark_session(settings: Settings | None = None, extra_config: Mapping[str, str] | None = None):
     """The process's SparkSession for the configured catalog (built on first use, then reused).
 
-    ``extra_config`` (e.g. ``spark.master``, memory) applies when the process's context is created.
+    ``extra_config`` (e.g. ``spark.master``, memory) applies when the process's context is created;
+    giving ``spark.jars`` there replaces the local runtime jars (a platform that brings Iceberg itself).
     """
     global _pyspark
     settings = settings or Settings.from_env()
@@ -174,9 +179,9 @@ def spark_session(settings: Settings | None = None, extra_config: Mapping[str, s
             from dagster import build_init_resource_context
             from dagster_pyspark import PySparkResource
 
-            resource = PySparkResource(
-                spark_config={**base_spark_config(), **catalog_conf, **(extra_config or {})}
-            )
+            extra = dict(extra_config or {})
+            config = {**base_spark_config(with_jars="spark.jars" not in extra), **catalog_conf, **extra}
+            resource = PySparkResource(spark_config=config)
             resource.setup_for_execution(build_init_resource_context())
             resource.spark_context.setLogLevel("ERROR")
             _pyspark = resource
