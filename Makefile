@@ -13,15 +13,20 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install demo test chaos bench lint format dev services browser clean
+.PHONY: install spark demo test chaos bench lint format dev services browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,spark]'
 	touch $@
 
-install: $(STAMP)
+# The Spark engine (WAP_ENGINE=spark) is installed too: the `spark` extra above (pyspark, the Iceberg
+# runtime jar) and, from Debian, Java and the JDBC drivers of Iceberg's JDBC catalog (idempotent).
+install: $(STAMP) spark
+
+spark:
+	scripts/ensure-spark.sh
 
 ## Run the whole pipeline end to end on the local stack; exit 0 only if every event is accounted for.
 demo: install
@@ -32,7 +37,7 @@ demo: install
 	$(WAP) status --check
 
 ## The whole test suite (lint first). .ci/run runs exactly this.
-test: install services browser lint
+test: install spark services browser lint
 	$(PY) -m pytest
 
 ## Fault tests at full size: 5,000 messages through 30 % throttling and partial failures, outages.

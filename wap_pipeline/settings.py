@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+ENGINES = ("arrow", "spark")
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -80,6 +81,9 @@ class Settings:
     patcher_allowed_buckets: str = ""
     # When set, every AWS API call is appended to this file (JSON lines): the IAM policy tests use it.
     aws_call_log: str = ""
+    # How standardized and curated are computed: "arrow" (PyIceberg + Arrow, in-process) or "spark"
+    # (dagster-pyspark + Iceberg's Spark runtime, same catalog). WAP_ENGINE overrides the resource config.
+    engine: str = "arrow"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -97,6 +101,8 @@ class Settings:
         settings = cls(**values)
         if settings.profile not in ("local", "aws"):
             raise ValueError(f"WAP_PROFILE must be 'local' or 'aws', not {settings.profile!r}")
+        if settings.engine not in ENGINES:
+            raise ValueError(f"WAP_ENGINE must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
         return settings
 
     @property

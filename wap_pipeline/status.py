@@ -131,14 +131,6 @@ class Status:
         }
 
 
-def row_count(table: Table) -> int:
-    """Rows on main, from the snapshot summary (PyIceberg deletes are copy-on-write, so it is exact)."""
-    head = table.current_snapshot()
-    if head is None or head.summary is None:
-        return 0
-    return int(head.summary.get("total-records") or 0)
-
-
 def _summary_int(snapshot, key: str) -> int | None:
     if snapshot is None or snapshot.summary is None or snapshot.summary.get(key) is None:
         return None
@@ -211,9 +203,9 @@ def collect(settings: Settings) -> Status:
     return Status(
         messages_sent=sum(count for kind, count in sent.items() if kind not in NOT_NEW_MESSAGES),
         files_landed=len(landed),
-        raw_rows=row_count(tables["raw"]),
-        standardized_rows=row_count(tables["standardized"]),
-        curated_rows=row_count(tables["curated"]),
+        raw_rows=wap.row_count(tables["raw"]),
+        standardized_rows=wap.row_count(tables["standardized"]),
+        curated_rows=wap.row_count(tables["curated"]),
         queue_depth=visible,
         queue_in_flight=in_flight,
         dlq_depth=dlq_visible + dlq_in_flight,

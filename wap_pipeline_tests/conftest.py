@@ -62,6 +62,24 @@ def stack(aws_server: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return settings
 
 
+@pytest.fixture(scope="session")
+def spark_engine_runtime() -> Iterator[None]:
+    """The Spark engine's runtime (WAP_ENGINE=spark), shared by the whole test session.
+
+    The process's SparkContext is started by the first Spark use (one per process, built by
+    dagster-pyspark's PySparkResource) and stopped here, at the end of the session. `make test`
+    installs the runtime (the spark extra, scripts/ensure-spark.sh); its absence is a failure, not a skip.
+    """
+    from wap_pipeline.engines import spark
+
+    try:
+        spark.runtime_jars()
+    except spark.SparkEngineUnavailable as error:
+        pytest.fail(f"the Spark engine's runtime is not installed: {error}")
+    yield
+    spark.stop_spark()
+
+
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database on 127.0.0.1:5432, dropped afterwards; yields its SQLAlchemy URL."""

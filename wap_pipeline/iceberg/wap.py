@@ -31,6 +31,8 @@ CURATED_SUPERSEDED = "wap.curated.superseded"
 CURATED_SKIPPED = "wap.curated.skipped"
 CURATED_TOUCHED_DAYS = "wap.curated.touched-days"
 CURATED_WINDOW = "wap.curated.window"
+# Rows on curated main just before the batch's commit: the commit must add exactly the inserted rows.
+CURATED_TOTAL_BEFORE = "wap.curated.total-before"
 BRANCH_PREFIX = "audit_batch_"
 # Recorded on each abandoned branch (as a property of the table) since PyIceberg resets ref
 # retention on append and never enforces it; cleanup reads these.
@@ -127,6 +129,14 @@ def fast_forward(table: Table, branch: str) -> Snapshot:
             )
     table.manage_snapshots().set_current_snapshot(snapshot_id=branch_head.snapshot_id).commit()
     return branch_head
+
+
+def row_count(table: Table) -> int:
+    """Rows on main, from the snapshot summary (PyIceberg deletes are copy-on-write, so it is exact)."""
+    head = main_snapshot(table)
+    if head is None or head.summary is None:
+        return 0
+    return int(head.summary.get("total-records") or 0)
 
 
 def published_snapshot(table: Table, batch_id: str) -> Snapshot | None:

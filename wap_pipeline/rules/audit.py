@@ -143,8 +143,12 @@ def count_invalid(batch_rows: pa.Table, sample_size: int = 10) -> AuditResult:
         for reason in row_reasons or []:
             key = reason.split(":", 1)[0]
             reasons[key] = reasons.get(key, 0) + 1
+    # Sorted, so that the sample does not depend on the order an engine happens to scan files in.
+    sample = invalid.select(["event_id", "message_id"]).sort_by(
+        [("event_id", "ascending"), ("message_id", "ascending")]
+    )
     ids = []
-    for row in invalid.select(["event_id", "message_id"]).slice(0, sample_size).to_pylist():
+    for row in sample.slice(0, sample_size).to_pylist():
         ids.append(row["event_id"] or f"message:{row['message_id']}")
     return AuditResult(
         rows=batch_rows.num_rows, invalid_rows=invalid.num_rows, reasons=reasons, sample_invalid_ids=ids
