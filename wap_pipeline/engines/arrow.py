@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.expressions import And, In
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
@@ -31,7 +32,15 @@ class ArrowEngine:
     def scan_keys(
         self, table: Table, keys: list[str], window: DedupWindow, selected_fields: tuple[str, ...]
     ) -> pa.Table:
-        row_filter = And(In(KEY, keys), window_filter(window))
+        # Two passes. PyIceberg re-binds an In predicate for every data file it plans, so pushing a
+        # batch's thousands of keys down costs (files x keys); instead read only the key column of
+        # the window (pruned to its day partitions) and match in Arrow, then fetch the full rows of
+        # the few keys that are really there.
+        in_window = table.scan(row_filter=window_filter(window), selected_fields=(KEY,)).to_arrow()[KEY]
+        found = pc.unique(in_window.filter(pc.is_in(in_window, value_set=pa.array(keys, pa.string()))))
+        if len(found) == 0:
+            return conform(table.schema().as_arrow().empty_table().select(list(selected_fields)), table)
+        row_filter = And(In(KEY, found.to_pylist()), window_filter(window))
         return conform(table.scan(row_filter=row_filter, selected_fields=selected_fields).to_arrow(), table)
 
     def commit_merge(
