@@ -38,7 +38,7 @@ demo: install
 
 ## The whole test suite (lint first). .ci/run runs exactly this.
 test: install spark services browser lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ## Fault tests at full size: 5,000 messages through 30 % throttling and partial failures, outages.
 ## About 20 minutes here: botocore's backoff sleeps dominate (measured 5,000 messages in 1,084 s).
