@@ -5,21 +5,28 @@ PY := $(VENV)/bin/python
 WAP := $(VENV)/bin/wap-pipeline
 STAMP := $(VENV)/.installed
 EVENTS ?= 10000
+BENCH_EVENTS ?= 1000000
+BENCH_JSON ?= benchmarks/results/latest.json
 PYTHON ?= python3
 
 # Local state (SQLite catalog, warehouse, Dagster home, server pid/log) lives here.
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install demo test chaos chaos-ingest lint format dev services browser clean
+.PHONY: install spark demo test chaos chaos-ingest bench lint format dev services browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,spark]'
 	touch $@
 
-install: $(STAMP)
+# The Spark engine (WAP_ENGINE=spark) is installed too: the `spark` extra above (pyspark, the Iceberg
+# runtime jar) and, from Debian, Java and the JDBC drivers of Iceberg's JDBC catalog (idempotent).
+install: $(STAMP) spark
+
+spark:
+	scripts/ensure-spark.sh
 
 ## Run the whole pipeline end to end on the local stack; exit 0 only if every event is accounted for.
 demo: install
@@ -30,8 +37,8 @@ demo: install
 	$(WAP) status --check
 
 ## The whole test suite (lint first). .ci/run runs exactly this.
-test: install services browser lint
-	$(PY) -m pytest
+test: install spark services browser lint
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ## Chaos suite: SCHEDULES seeded fault schedules (kill -9, throttling, partial puts, blackouts,
 ## duplicates; recovery by documented commands; invariants checked). Reproduce one schedule with
@@ -47,6 +54,11 @@ chaos: install
 chaos-ingest: install services
 	WAP_FAULTED_MESSAGES=5000 $(PY) -m pytest -p no:cacheprovider -o timeout=5400 \
 		wap_pipeline_tests/integration/test_ingest_faults.py
+
+## The pipeline against the physical floor on this machine (ratios within one run; see benchmarks/README.md).
+## Under 10 minutes on 2 cores at 1,000,000 events; `make bench BENCH_EVENTS=100000` for a quicker look.
+bench: install
+	$(PY) benchmarks/run.py --events $(BENCH_EVENTS) --json $(BENCH_JSON)
 
 lint: install
 	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests benchmarks

@@ -12,6 +12,7 @@ client holds a lock; the clients themselves are.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import boto3
@@ -43,4 +44,28 @@ def client(service: str, settings: Settings | None = None):
     with _session_lock:
         if _session is None:
             _session = boto3.session.Session()
-        return _session.client(service, **kwargs)
+        made = _session.client(service, **kwargs)
+    if settings.aws_call_log:
+        record_calls(made, settings.aws_call_log)
+    return made
+
+
+def record_calls(client, path: str) -> None:
+    """Append every API call the client makes (service, operation, resource) to ``path`` as JSON
+    lines -- how the tests check the IAM policies (patcher and pipeline) against what the code really calls."""
+
+    def record(model, params, **_) -> None:
+        queue_url = params.get("QueueUrl") or ""
+        call = {
+            "service": model.service_model.endpoint_prefix,
+            "operation": model.name,
+            "bucket": params.get("Bucket"),
+            "key": params.get("Key"),
+            "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
+            "table": params.get("TableName"),
+            "stream": params.get("DeliveryStreamName"),
+        }
+        with open(path, "a") as log:
+            log.write(json.dumps(call) + "\n")
+
+    client.meta.events.register("before-parameter-build", record)

@@ -23,6 +23,7 @@ from wap_pipeline.jobs import (
 from wap_pipeline.resources import (
     AwsResource,
     CircuitBreakerResource,
+    EngineResource,
     IcebergCatalogResource,
     QuarantineResource,
 )
@@ -33,6 +34,7 @@ RESOURCES = {
     "catalog": IcebergCatalogResource(),
     "breaker": CircuitBreakerResource(),
     "quarantine": QuarantineResource(),
+    "engine": EngineResource(),
 }
 
 defs = Definitions(

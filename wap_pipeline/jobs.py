@@ -21,6 +21,7 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, IcebergCatalogResource
+from wap_pipeline.settings import Settings
 
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"
@@ -84,9 +85,14 @@ pipeline_job = define_asset_job(
 )
 
 
-@op(description="Remove abandoned audit branches whose recorded retention has passed.")
+@op(
+    description="Remove abandoned audit branches, and branches of runs that died mid-batch, past their retention."
+)
 def remove_expired_audit_branches(context: OpExecutionContext, catalog: IcebergCatalogResource) -> None:
-    removed = wap.remove_expired_branches(catalog.tables()["standardized"])
+    removed = wap.remove_expired_branches(
+        catalog.tables()["standardized"],
+        unfinished_retention_ms=Settings.from_env().abandoned_branch_retention_ms,
+    )
     context.log.info(f"removed {len(removed)} expired abandoned branch(es): {removed}")
 
 

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+ENGINES = ("arrow", "spark")
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -75,6 +76,14 @@ class Settings:
     # The curated freshness check fails when a batch published to standardized has waited longer
     # than this for curated.
     curated_max_lag_minutes: int = 30
+    # What data-patcher may touch (comma-separated). Empty: the ingest queue / the landing bucket only.
+    patcher_allowed_queues: str = ""
+    patcher_allowed_buckets: str = ""
+    # When set, every AWS API call is appended to this file (JSON lines): the IAM policy tests use it.
+    aws_call_log: str = ""
+    # How standardized and curated are computed: "arrow" (PyIceberg + Arrow, in-process) or "spark"
+    # (dagster-pyspark + Iceberg's Spark runtime, same catalog). WAP_ENGINE overrides the resource config.
+    engine: str = "arrow"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +101,8 @@ class Settings:
         settings = cls(**values)
         if settings.profile not in ("local", "aws"):
             raise ValueError(f"WAP_PROFILE must be 'local' or 'aws', not {settings.profile!r}")
+        if settings.engine not in ENGINES:
+            raise ValueError(f"WAP_ENGINE must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
         return settings
 
     @property
@@ -99,6 +110,21 @@ class Settings:
         from wap_pipeline.rules.envelope import PayloadLimits
 
         return PayloadLimits(self.max_payload_bytes, self.max_payload_depth)
+
+    @property
+    def abandoned_branch_retention_ms(self) -> int:
+        return self.abandoned_branch_retention_hours * 3600_000
+
+    @property
+    def allowed_queues(self) -> frozenset[str]:
+        """Queues data-patcher may send to (``WAP_PATCHER_ALLOWED_QUEUES``; default: the ingest queue)."""
+        return _names(self.patcher_allowed_queues) or frozenset({self.queue_name})
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """Buckets data-patcher may read and write patches in (``WAP_PATCHER_ALLOWED_BUCKETS``;
+        default: the landing bucket)."""
+        return _names(self.patcher_allowed_buckets) or frozenset({self.landing_bucket})
 
     @property
     def is_local(self) -> bool:
@@ -119,3 +145,7 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).resolve()
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in value.split(",") if name.strip())

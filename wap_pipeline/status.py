@@ -8,8 +8,9 @@ Per batch (from the snapshot summaries each layer commits, and the batch's lates
 
 Overall: every message sent (as far as this project knows: the ledger `wap-pipeline send` keeps; a
 re-injected replay is not a new message) is in exactly one final place -- curated, the quarantine
-(quarantined ids whose fixed replay is not in curated; a replay in curated counts once, in curated)
-or the DLQ -- with nothing left in the queue and every batch's identity holding.
+(quarantined ids whose fixed replay is not in curated; a replay in curated counts once, in curated),
+the DLQ, or purged from the DLQ by an operator (a recorded decision: the operator audit log lists every
+purged message id) -- with nothing left in the queue and every batch's identity holding.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
 from wap_pipeline.iceberg.schemas import ensure_tables
 from wap_pipeline.ingest.landing import list_objects
+from wap_pipeline.operations.audit_log import AuditLog
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine
@@ -83,6 +85,7 @@ class Status:
     breaker_reason: str
     quarantined: int
     quarantined_replayed: int
+    dlq_purged: int
     batches_published: int
     bookmark: dict | None
     batches: list[BatchAccount] = field(default_factory=list)
@@ -97,9 +100,15 @@ class Status:
 
     @property
     def accounted(self) -> int:
-        """Sent messages that are somewhere final: curated, the DLQ, or the quarantine (without a
-        replay in curated -- that one is counted in curated)."""
-        return self.curated_rows + self.dlq_depth + self.quarantined - self.quarantined_replayed
+        """Sent messages that are somewhere final: curated, the DLQ (or purged from it, recorded), or
+        the quarantine (without a replay in curated -- that one is counted in curated)."""
+        return (
+            self.curated_rows
+            + self.dlq_depth
+            + self.dlq_purged
+            + self.quarantined
+            - self.quarantined_replayed
+        )
 
     @property
     def identity_holds(self) -> bool:
@@ -120,14 +129,6 @@ class Status:
             "accounted": self.accounted,
             "identity_holds": self.identity_holds,
         }
-
-
-def row_count(table: Table) -> int:
-    """Rows on main, from the snapshot summary (PyIceberg deletes are copy-on-write, so it is exact)."""
-    head = table.current_snapshot()
-    if head is None or head.summary is None:
-        return 0
-    return int(head.summary.get("total-records") or 0)
 
 
 def _summary_int(snapshot, key: str) -> int | None:
@@ -203,9 +204,9 @@ def collect(settings: Settings) -> Status:
     return Status(
         messages_sent=sum(count for kind, count in sent.items() if kind not in NOT_NEW_MESSAGES),
         files_landed=len(landed),
-        raw_rows=row_count(tables["raw"]),
-        standardized_rows=row_count(tables["standardized"]),
-        curated_rows=row_count(tables["curated"]),
+        raw_rows=wap.row_count(tables["raw"]),
+        standardized_rows=wap.row_count(tables["standardized"]),
+        curated_rows=wap.row_count(tables["curated"]),
         queue_depth=visible,
         queue_in_flight=in_flight,
         dlq_depth=dlq_visible + dlq_in_flight,
@@ -213,6 +214,11 @@ def collect(settings: Settings) -> Status:
         breaker_reason=breaker.reason,
         quarantined=len(quarantined),
         quarantined_replayed=quarantined_in_curated(tables["curated"], set(quarantined)),
+        dlq_purged=sum(
+            len(entry.details.get("message_ids", []))
+            for entry in AuditLog(dynamodb, settings.audit_table).entries()
+            if entry.action == "dlq.purge"
+        ),
         batches_published=len(wap.published_batches(tables["standardized"])),
         bookmark=wap.bookmark(tables["standardized"]),
         batches=batch_accounts(tables),

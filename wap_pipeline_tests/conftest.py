@@ -52,12 +52,32 @@ def stack(aws_server: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DAGSTER_HOME", str(state / "dagster_home"))
     # Steps retry transient errors; tests that do not simulate an outage need not wait long.
     monkeypatch.setenv("WAP_STEP_RETRY_DELAY_S", "0.2")
+    # No webserver unless a test starts one (a developer's `make dev` on :3000 must not be used).
+    monkeypatch.setenv("WAP_DAGSTER_URL", f"http://127.0.0.1:{free_port()}")
     for name in list(os.environ):
         if name.startswith("PYICEBERG_CATALOG__"):
             monkeypatch.delenv(name)
     settings = Settings.from_env()
     provision(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def spark_engine_runtime() -> Iterator[None]:
+    """The Spark engine's runtime (WAP_ENGINE=spark), shared by the whole test session.
+
+    The process's SparkContext is started by the first Spark use (one per process, built by
+    dagster-pyspark's PySparkResource) and stopped here, at the end of the session. `make test`
+    installs the runtime (the spark extra, scripts/ensure-spark.sh); its absence is a failure, not a skip.
+    """
+    from wap_pipeline.engines import spark
+
+    try:
+        spark.runtime_jars()
+    except spark.SparkEngineUnavailable as error:
+        pytest.fail(f"the Spark engine's runtime is not installed: {error}")
+    yield
+    spark.stop_spark()
 
 
 @pytest.fixture

@@ -24,16 +24,15 @@ from dagster import (
     asset,
     asset_check,
 )
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
 from pyiceberg.table import Table
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
-from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.resources import CircuitBreakerResource, EngineResource, IcebergCatalogResource
 from wap_pipeline.rules.curated import (
     EVENT_TIME,
     KEY,
@@ -58,18 +57,12 @@ SUPERSEDED = wap.CURATED_SUPERSEDED
 SKIPPED = wap.CURATED_SKIPPED
 TOUCHED_DAYS = wap.CURATED_TOUCHED_DAYS
 WINDOW = wap.CURATED_WINDOW
+TOTAL_BEFORE = wap.CURATED_TOTAL_BEFORE
 _RECOVERY = (
     "Stop and look before re-driving: `wap-pipeline breaker status`; inspect the batch in the Dagster "
     "UI (curated/events, Checks tab); after the cause is fixed, `wap-pipeline breaker reset --reason ...` "
     "and `wap-pipeline rerun-failed`."
 )
-
-
-def window_filter(window: DedupWindow) -> BooleanExpression:
-    return And(
-        GreaterThanOrEqual(EVENT_TIME, window.start.isoformat()),
-        LessThan(EVENT_TIME, window.end.isoformat()),
-    )
 
 
 def _window_of(summary: dict) -> DedupWindow | None:
@@ -104,28 +97,29 @@ def curated_events(
     context: AssetExecutionContext,
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
+    engine: EngineResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
     with guarded_by_breaker(context, breaker):
         tables = catalog.tables()
         standardized, table = tables["standardized"], tables["curated"]
+        io = engine.get()  # arrow or spark: reads and the atomic commit (wap_pipeline.engines)
         done = curated_commit_summary(table, batch_id)
         if done is not None:
             context.log.info(f"batch {batch_id} already merged into curated; no-op")
             return MaterializeResult(metadata={"batch_id": batch_id, "already_merged": True})
         if wap.published_snapshot(standardized, batch_id) is None:
             raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
-        batch = wap.scan_batch(standardized, wap.MAIN, batch_id)
+        batch = io.scan_batch(standardized, wap.MAIN, batch_id)
         incoming = batch.append_column(
             "curated_at", pa.array([datetime.now(UTC)] * batch.num_rows, pa.timestamp("us", tz="UTC"))
         ).select(top_level_columns(table.schema()))
         window = dedup_window(incoming, Settings.from_env().curated_dedup_window_days)
         keys = pc.unique(incoming[KEY]).to_pylist()
         if table.current_snapshot() is not None and keys and window is not None:
-            current = table.scan(
-                row_filter=And(In(KEY, keys), window_filter(window)),
-                selected_fields=(KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD),
-            ).to_arrow()
+            current = io.scan_keys(
+                table, keys, window, (KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD)
+            )
         else:
             current = incoming.schema.empty_table()
         plan = plan_merge(incoming, current)
@@ -139,14 +133,9 @@ def curated_events(
             SKIPPED: str(plan.skipped),
             TOUCHED_DAYS: ",".join(day.isoformat() for day in touched),
             WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
+            TOTAL_BEFORE: str(wap.row_count(table)),
         }
-        with table.transaction() as tx:
-            if plan.superseded_keys:
-                tx.delete(
-                    And(In(KEY, plan.superseded_keys), window_filter(window)), snapshot_properties=properties
-                )
-            tx.append(plan.winners.cast(table.schema().as_arrow()), snapshot_properties=properties)
-            fault_point("curated.before_commit")
+        io.commit_merge(table, plan, window, properties)  # deletes + inserts, one atomic step on main
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
@@ -246,10 +235,7 @@ def curated_row_accounting(
     standardized_rows = int(published.summary.additional_properties.get("added-records", "0"))
     summary = snapshots[-1].summary.additional_properties
     inserted, superseded, skipped = (int(summary[k]) for k in (INSERTED, SUPERSEDED, SKIPPED))
-    curated = tables["curated"]
-    parent = snapshots[0].parent_snapshot_id
-    before = curated.snapshot_by_id(parent) if parent is not None else None
-    total_before = int(before.summary.additional_properties.get("total-records", "0")) if before else 0
+    total_before = int(summary[TOTAL_BEFORE])
     total_after = int(summary.get("total-records", "0"))
     accounted = inserted + superseded + skipped
     holds = accounted == standardized_rows and total_after - total_before == inserted

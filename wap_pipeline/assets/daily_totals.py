@@ -14,8 +14,9 @@ from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult,
 from pyiceberg.expressions import In
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
-from wap_pipeline.assets.curated import CURATED_KEY, TOUCHED_DAYS, curated_commit_summary, window_filter
+from wap_pipeline.assets.curated import CURATED_KEY, TOUCHED_DAYS, curated_commit_summary
 from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
 from wap_pipeline.rules.curated import EVENT_TIME, DedupWindow, daily_totals

@@ -35,9 +35,14 @@ from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource, QuarantineResource
+from wap_pipeline.resources import (
+    CircuitBreakerResource,
+    EngineResource,
+    IcebergCatalogResource,
+    QuarantineResource,
+)
 from wap_pipeline.rules.audit import AuditResult, count_invalid, tag_invalid
-from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
+from wap_pipeline.rules.standardize import SchemaMismatchError, StandardizeResult, standardize
 from wap_pipeline.settings import Settings
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
@@ -99,11 +104,13 @@ def standardized_events(
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
     quarantine: QuarantineResource,
+    engine: EngineResource,
 ) -> Iterator[AssetCheckResult | MaterializeResult]:
     batch_id = wap.validate_batch_id(context.partition_key)
     with guarded_by_breaker(context, breaker):
         tables = catalog.tables()
         raw, table = tables["raw"], tables["standardized"]
+        io = engine.get()  # arrow or spark: reads, branch write, fast-forward (wap_pipeline.engines)
         published = wap.published_snapshot(table, batch_id)
         if published is not None:
             context.log.info(f"batch {batch_id} already published (snapshot {published.snapshot_id}); no-op")
@@ -118,7 +125,7 @@ def standardized_events(
         if raw_snapshot is None:
             raise Failure(f"batch {batch_id} is not in raw yet; materialize raw/events for it first")
         bookmark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY, "")
-        raw_rows = wap.scan_batch(raw, wap.MAIN, batch_id)
+        raw_rows = io.scan_batch(raw, wap.MAIN, batch_id)
         now = datetime.now(UTC)
         quarantined = quarantine.quarantine().ids()
         try:
@@ -147,9 +154,12 @@ def standardized_events(
             ) from error
         rows = tag_invalid(result.rows, now).select(top_level_columns(table.schema()))
         rows = rows.cast(table.schema().as_arrow())
+        # The batch's raw rows and untagged rows are not needed past here: free them before the write.
+        del raw_rows
+        result = StandardizeResult(rows=result.rows.schema.empty_table(), skipped=result.skipped)
         branch = wap.next_branch_name(table, batch_id)
         wap.create_branch_from_main(table, branch)
-        wap.write_to_branch(
+        io.write_to_branch(
             table,
             branch,
             rows,
@@ -161,13 +171,13 @@ def standardized_events(
         )
         fault_point("standardized.after_branch_write")
         audit = count_invalid(
-            wap.scan_batch(
+            io.scan_batch(
                 table, branch, batch_id, ("event_id", "message_id", "invalid_flag", "invalid_reasons")
             )
         )
         metadata = _audit_metadata(audit, branch, batch_id)
         fault_point("standardized.after_audit")
-        retention_ms = Settings.from_env().abandoned_branch_retention_hours * 3600_000
+        retention_ms = Settings.from_env().abandoned_branch_retention_ms
         if not audit.passed:
             wap.abandon_branch(table, branch, f"audit failed: {audit.invalid_rows} invalid", retention_ms)
             yield AssetCheckResult(
@@ -189,7 +199,7 @@ def standardized_events(
         # leave a published batch whose audit was never recorded (a re-run only sees "already published").
         yield AssetCheckResult(check_name=AUDIT_CHECK, passed=True, metadata=metadata)
         try:
-            head = wap.fast_forward(table, branch)
+            head = io.fast_forward(table, branch)
         except wap.NotFastForwardError as error:
             # Another writer moved main: abandon this branch; the retried step writes a new one
             # from the new head. Only when retries are exhausted does it fail (and trip the breaker).

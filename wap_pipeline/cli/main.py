@@ -286,7 +286,11 @@ def branches_cleanup() -> None:
     from wap_pipeline.iceberg.catalog import load_wap_catalog
     from wap_pipeline.iceberg.schemas import ensure_tables
 
-    removed = wap.remove_expired_branches(ensure_tables(load_wap_catalog(_settings()))["standardized"])
+    settings = _settings()
+    removed = wap.remove_expired_branches(
+        ensure_tables(load_wap_catalog(settings))["standardized"],
+        unfinished_retention_ms=settings.abandoned_branch_retention_ms,
+    )
     click.echo(f"removed {len(removed)} branch(es)" + (f": {', '.join(removed)}" if removed else ""))
 
 
@@ -365,7 +369,7 @@ def status(as_json: bool, check: bool) -> None:
             ("files landed", current.files_landed),
             ("landed records (raw rows)", current.raw_rows),
             ("queue depth / in flight", f"{current.queue_depth} / {current.queue_in_flight}"),
-            ("DLQ depth", current.dlq_depth),
+            ("DLQ depth (purged by operators, recorded)", f"{current.dlq_depth} ({current.dlq_purged})"),
             (
                 "quarantined ids (replayed into curated)",
                 f"{current.quarantined} ({current.quarantined_replayed})",
@@ -380,7 +384,7 @@ def status(as_json: bool, check: bool) -> None:
                 current.breaker + (f" ({current.breaker_reason[:80]})" if current.breaker_reason else ""),
             ),
             ("bookmark", (current.bookmark or {}).get("batch_id", "-")),
-            ("accounted (curated+quarantine+DLQ)", f"{current.accounted} of {current.messages_sent}"),
+            ("accounted (curated+quarantine+DLQ+purged)", f"{current.accounted} of {current.messages_sent}"),
             ("every sent message accounted for", "yes" if current.identity_holds else "NO"),
         ]
         width = max(len(label) for label, _ in rows)

@@ -1,12 +1,14 @@
 """``data-patcher``: the support team's CLI (FMEA section 5).
 
-Verbs so far: ``quarantine add|list|remove``, ``dlq list|show|purge|redrive``, ``breaker status``,
-``resume-pipeline``, ``audit-log``.
+Verbs: ``inspect``, ``secure-clean``, ``quarantine add|list|remove``, ``dlq list|show|purge|redrive``,
+``breaker status``, ``resume-pipeline``, ``audit-log``.
 Every action is recorded in the operator audit log. ``--json`` on the group makes output
 machine-readable.
 
-Exit codes: 0 done; 1 the pipeline failed again after a re-drive; 2 usage error; 3 refused
-(a precondition does not hold, e.g. an unknown pipeline).
+Exit codes: 0 done; 1 not done -- the pipeline failed again after a re-drive, ``inspect`` found
+problems, ``secure-clean`` left records invalid (listed, not injected); 2 usage error; 3 refused (a
+precondition does not hold, e.g. an unknown pipeline, a missing file); 4 refused: the bucket or queue
+is not on the allow-list (``WAP_PATCHER_ALLOWED_BUCKETS`` / ``WAP_PATCHER_ALLOWED_QUEUES``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wap_pipeline.settings import Settings
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
+EXIT_NOT_ALLOWED = 4
 
 
 class Context:
@@ -68,8 +71,205 @@ def confirm(yes: bool, question: str) -> None:
 )
 @click.pass_context
 def cli(ctx: click.Context, as_json: bool, operator: str | None) -> None:
-    """Support tool: quarantine records, reset the breaker and re-drive the pipeline."""
+    """Support tool: inspect and clean landing files, re-inject fixed records, quarantine records,
+    browse the DLQ, reset the breaker and re-drive the pipeline."""
     ctx.obj = Context(as_json, operator)
+
+
+class _Stream:
+    """Output that goes out as it is produced: text lines, or one JSON document written piece by piece
+    (so a gigabyte file's findings are never all held in memory)."""
+
+    def __init__(self, as_json: bool, head: dict, items: str):
+        self.as_json = as_json
+        self.count = 0
+        if as_json:
+            fields = "".join(f"{json.dumps(k)}: {json.dumps(v, default=str)}, " for k, v in head.items())
+            click.echo(f"{{{fields}{json.dumps(items)}: [", nl=False)
+
+    def item(self, document: dict, text: str) -> None:
+        if self.as_json:
+            click.echo(("," if self.count else "") + "\n  " + json.dumps(document, default=str), nl=False)
+        else:
+            click.echo(text)
+        self.count += 1
+
+    def end(self, tail: dict, text: str) -> None:
+        if self.as_json:
+            fields = "".join(f", {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in tail.items())
+            click.echo(f"\n]{fields}}}")
+        else:
+            click.echo(text)
+
+
+def _refuse(code: int, message: str) -> None:
+    click.echo(f"refused: {message}", err=True)
+    sys.exit(code)
+
+
+@cli.command("inspect")
+@click.argument("uri")
+@pass_context
+def inspect(ctx: Context, uri: str) -> None:
+    """Report every problem of a landing file, line by line, with the record ids involved.
+
+    URI is s3://bucket/key (an allow-listed bucket) or a local path. The file is streamed, never
+    read whole. Reported: invalid UTF-8 (byte offset), unprintable (control) characters with line and
+    column -- raw, or escaped in the envelope or in the message body --, JSON errors with position,
+    and what the standardized audit would flag (the pipeline's own CDE rules). Exit 1 when anything
+    was found.
+    """
+    from wap_pipeline.operations.patching import (
+        NotAllowedError,
+        NotFoundError,
+        open_chunks,
+        parse_source,
+        standardized_fields,
+    )
+    from wap_pipeline.rules.cleaning import InspectSummary, inspect_lines, iter_lines
+
+    try:
+        source = parse_source(uri)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="URI") from error
+    summary = InspectSummary()
+    try:
+        with open_chunks(ctx.settings, source) as chunks:
+            fields, schema = standardized_fields(ctx.settings)
+            out = _Stream(ctx.as_json, {"source": uri, "schema": schema}, "lines")
+            for report in inspect_lines(iter_lines(chunks), fields, summary):
+                text = f"line {report.line} ({report.ids.describe()}):\n" + "\n".join(
+                    f"  {problem.message}" for problem in report.problems
+                )
+                out.item(report.as_dict(), text)
+    except NotAllowedError as error:
+        _refuse(EXIT_NOT_ALLOWED, str(error))
+    except NotFoundError as error:
+        _refuse(EXIT_REFUSED, str(error))
+    counts = ", ".join(f"{kind}={n}" for kind, n in sorted(summary.problems.items()))
+    rules = ", ".join(f"{name}={n}" for name, n in sorted(summary.audit_reasons.items()))
+    text = (
+        f"Summary: {summary.lines} line(s), {summary.bytes} bytes, {summary.records} record(s); "
+        + (
+            f"{summary.lines_with_problems} line(s) with problems: {counts}"
+            + (f" (audit: {rules})" if rules else "")
+            if not summary.clean
+            else "no problems found"
+        )
+        + f". Audit rules checked against the {schema}."
+    )
+    out.end({"summary": summary.as_dict()}, text)
+    sys.exit(EXIT_OK if summary.clean else EXIT_FAILED)
+
+
+@cli.command("secure-clean")
+@click.argument("uri")
+@click.option(
+    "--remove-chars",
+    required=True,
+    help="Characters to remove, literally or as escapes: '\\x1F', '\\u200B', '\\t'.",
+)
+@click.option(
+    "--re-inject-queue",
+    default=None,
+    help="Send the cleaned records to this (allow-listed) queue as replays.",
+)
+@click.option("--reason", default="secure-clean", show_default=True, help="Recorded in the audit log.")
+@click.option("--dry-run", is_flag=True, help="Read, clean and validate; write and send nothing.")
+@pass_context
+def secure_clean(
+    ctx: Context, uri: str, remove_chars: str, re_inject_queue: str | None, reason: str, dry_run: bool
+) -> None:
+    """Remove characters from a landing file's records and re-inject the fixed records as replays.
+
+    For every line the original metadata (message id, idempotency_key, event_id) is read first; then
+    the characters are removed -- raw, from the envelope, from the message body -- and each changed
+    record is validated again with the pipeline's rules. A record still invalid is listed and NOT
+    injected. The cleaned copy of the file is stored under the patches prefix of the landing bucket
+    (the source is never modified). With --re-inject-queue, each cleaned record is sent with the
+    attributes is_replay=true, original_message_id and idempotency_key, and its original is
+    quarantined, so that re-driving the failed batch skips the bad copy while the replay bypasses
+    the quarantine. Exit 1 when a record is left invalid.
+    """
+    from wap_pipeline.operations.patching import (
+        NotAllowedError,
+        NotFoundError,
+        parse_source,
+    )
+    from wap_pipeline.operations.patching import secure_clean as run_secure_clean
+    from wap_pipeline.rules.cleaning import INVALID, parse_chars, show_char, show_text
+
+    try:
+        source = parse_source(uri)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="URI") from error
+    try:
+        chars = parse_chars(remove_chars)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--remove-chars") from error
+    shown = ", ".join(f"'{show_char(c)}'" for c in sorted(chars))
+    head = {"source": uri, "remove_chars": [show_char(c) for c in sorted(chars)]}
+    head |= {"queue": re_inject_queue, "dry_run": dry_run}
+    out: _Stream | None = None
+    injecting = False
+
+    def on_record(record, new_message_id: str | None) -> None:
+        nonlocal out, injecting
+        if out is None:
+            out = _Stream(ctx.as_json, head, "records")
+        document = {**record.as_dict(), "new_message_id": new_message_id}
+        if record.status == INVALID:
+            text = (
+                f"line {record.line} ({record.ids.describe()}): still invalid after cleaning, NOT injected: "
+                + "; ".join(record.reasons)
+            )
+        elif new_message_id is None:
+            verb = "would be injected" if dry_run else "cleaned (no --re-inject-queue: not injected)"
+            text = f"line {record.line} ({record.ids.describe()}): {verb} with attributes {record.attributes}"
+        else:
+            key = record.attributes.get("idempotency_key")
+            kept = (
+                "[preserved]"
+                if key == record.ids.idempotency_key
+                else (f"[cleaned; was {show_text(record.ids.idempotency_key)!r}]")
+            )
+            text = (
+                ("" if injecting else f"Injecting to SQS {re_inject_queue} with attributes:\n")
+                + f"  line {record.line} -> message {new_message_id}\n"
+                + f"  - is_replay: {record.attributes['is_replay']}\n"
+                + f"  - original_message_id: {record.attributes.get('original_message_id', '-')}\n"
+                + f"  - idempotency_key: {show_text(key)} {kept}"
+            )
+            injecting = True
+        out.item(document, text)
+
+    if not ctx.as_json:
+        click.echo(f"{'[dry run] ' if dry_run else ''}Cleaning {uri}: removing {shown}")
+    try:
+        outcome = run_secure_clean(ctx.operator(), source, chars, re_inject_queue, reason, dry_run, on_record)
+    except NotAllowedError as error:
+        _refuse(EXIT_NOT_ALLOWED, str(error))
+    except NotFoundError as error:
+        _refuse(EXIT_REFUSED, str(error))
+    if out is None:
+        out = _Stream(ctx.as_json, head, "records")
+    summary = outcome.summary.as_dict()
+    lines = [
+        f"{summary['lines']} line(s): {summary['cleaned']} cleaned, {summary['invalid']} still invalid, "
+        f"{summary['unchanged']} unchanged; {summary['characters_removed']} character(s) removed.",
+    ]
+    if outcome.copy_uri:
+        lines.append(f"Cleaned copy: {outcome.copy_uri} (the source is unchanged).")
+    if re_inject_queue and not dry_run:
+        lines.append(
+            f"Injected {outcome.injected} replay(s) into {re_inject_queue}; quarantined "
+            f"{outcome.quarantined} original record(s) (the replays bypass the quarantine)."
+        )
+    lines += [f"WARNING: {warning}" for warning in outcome.warnings]
+    if dry_run:
+        lines.append("Dry run: nothing was written, sent or quarantined.")
+    out.end({"outcome": outcome.as_dict()}, "\n".join(lines))
+    sys.exit(EXIT_FAILED if summary["invalid"] or outcome.warnings else EXIT_OK)
 
 
 @cli.group()
@@ -202,17 +402,27 @@ def breaker_status(ctx: Context) -> None:
     "--reason", default="resumed by data-patcher", show_default=True, help="Recorded with the reset."
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option(
+    "--url",
+    envvar="WAP_DAGSTER_URL",
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    help="Dagster webserver to re-execute through; headless when none answers there.",
+)
 @pass_context
-def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool) -> None:
+def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool, url: str) -> None:
     """Reset the breaker to GREEN (recorded) and re-drive the failed batches from failure.
 
-    The re-drive runs headless, the same path as `wap-pipeline redrive`: failed batches are
-    re-executed from failure, oldest first, then the sensors run until the pipeline is idle.
+    With a Dagster webserver reachable at --url (env WAP_DAGSTER_URL), the failed runs are re-executed
+    from failure through its GraphQL API (as "Re-execute from failure" in the UI) and their run ids
+    printed; otherwise the re-drive runs headless, the same path as `wap-pipeline redrive`. The output
+    says which path was used.
     """
     from dagster import DagsterInstance
 
     from wap_pipeline.runner import batches_to_redrive
     from wap_pipeline.state import ensure_dagster_home
+    from wap_pipeline.webserver import DagsterWebserver, WebserverError, rerun_failed
 
     if pipeline != ctx.settings.pipeline_name:
         click.echo(
@@ -221,26 +431,39 @@ def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool) -> 
         )
         sys.exit(EXIT_REFUSED)
     operator = ctx.operator()
+    webserver = DagsterWebserver(url)
+    path = f"webserver {url}" if webserver.reachable() else "headless"
     if dry_run:
         ensure_dagster_home(ctx.settings)
         with DagsterInstance.get() as instance:
             todo = [key for key, _ in batches_to_redrive(instance)]
         state = operator.breaker.state()
         ctx.emit(
-            {"breaker": state.status, "would_reset": state.is_red, "would_redrive": todo, "path": "headless"},
+            {"breaker": state.status, "would_reset": state.is_red, "would_redrive": todo, "path": path},
             f"dry run: breaker is {state.status}; would reset it and re-drive {len(todo)} batch(es): "
-            f"{', '.join(todo) or '-'} (headless)",
+            f"{', '.join(todo) or '-'} ({path})",
         )
         return
     state = operator.reset_breaker(reason)
     if not ctx.as_json:
-        click.echo(f"Circuit Breaker Reset (Status={state.status}). Re-driving {pipeline} headless.")
-    result = drive_until_idle(ctx.settings, redrive_first=True, quiet=ctx.as_json)
+        click.echo(f"Circuit Breaker Reset (Status={state.status}). Re-driving {pipeline} ({path}).")
+    if path == "headless":
+        result = drive_until_idle(ctx.settings, redrive_first=True, quiet=ctx.as_json)
+        run_ids, failed = result.run_ids, result.failed
+    else:
+        log = (lambda message: None) if ctx.as_json else click.echo
+        try:
+            reruns = rerun_failed(webserver, log=log)
+        except WebserverError as error:
+            click.echo(f"re-drive through {url} failed: {error}", err=True)
+            sys.exit(EXIT_FAILED)
+        run_ids = [r.run_id for r in reruns]
+        failed = [f"{r.partition} run {r.run_id}" for r in reruns if not r.succeeded]
     ctx.emit(
-        {"breaker": state.status, "path": "headless", "run_ids": result.run_ids, "failed": result.failed},
-        "\n".join(f"run {run_id}" for run_id in result.run_ids) or "no runs were needed",
+        {"breaker": state.status, "path": path, "run_ids": run_ids, "failed": failed},
+        "\n".join(f"run {run_id}" for run_id in run_ids) or "no runs were needed",
     )
-    sys.exit(EXIT_FAILED if result.failed else EXIT_OK)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 @cli.command("audit-log")

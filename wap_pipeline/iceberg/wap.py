@@ -31,11 +31,14 @@ CURATED_SUPERSEDED = "wap.curated.superseded"
 CURATED_SKIPPED = "wap.curated.skipped"
 CURATED_TOUCHED_DAYS = "wap.curated.touched-days"
 CURATED_WINDOW = "wap.curated.window"
+# Rows on curated main just before the batch's commit: the commit must add exactly the inserted rows.
+CURATED_TOTAL_BEFORE = "wap.curated.total-before"
 BRANCH_PREFIX = "audit_batch_"
 # Recorded on each abandoned branch (as a property of the table) since PyIceberg resets ref
 # retention on append and never enforces it; cleanup reads these.
 ABANDONED_PROPERTY_PREFIX = "wap.abandoned."
 
+_RETRY_SUFFIX = re.compile(r"_retry_\d+$")
 _VALID_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -128,6 +131,14 @@ def fast_forward(table: Table, branch: str) -> Snapshot:
     return branch_head
 
 
+def row_count(table: Table) -> int:
+    """Rows on main, from the snapshot summary (PyIceberg deletes are copy-on-write, so it is exact)."""
+    head = main_snapshot(table)
+    if head is None or head.summary is None:
+        return 0
+    return int(head.summary.get("total-records") or 0)
+
+
 def published_snapshot(table: Table, batch_id: str) -> Snapshot | None:
     """The snapshot on main's history that published ``batch_id``, if any."""
     table.refresh()
@@ -190,8 +201,32 @@ def abandon_branch(table: Table, branch: str, reason: str, retention_ms: int) ->
         tx.set_properties({f"{ABANDONED_PROPERTY_PREFIX}{branch}": f"{expires}|{reason[:200]}"})
 
 
-def remove_expired_branches(table: Table, now_ms: int | None = None) -> list[str]:
-    """Remove abandoned branches whose recorded retention has passed (our own retention policy)."""
+def _unfinished_branches(table: Table) -> list[tuple[str, int]]:
+    """Audit branches that were neither published nor abandoned -- their run died before it could
+    record either -- with the time of their head snapshot."""
+    head = main_snapshot(table)
+    on_main = {s.snapshot_id for s in ancestors_of(head, table.metadata)} if head else set()
+    found = []
+    for name, ref in table.metadata.refs.items():
+        if (
+            not name.startswith(BRANCH_PREFIX)
+            or f"{ABANDONED_PROPERTY_PREFIX}{name}" in table.metadata.properties
+        ):
+            continue
+        snapshot = table.metadata.snapshot_by_id(ref.snapshot_id)
+        batch = _RETRY_SUFFIX.sub("", name[len(BRANCH_PREFIX) :])
+        written = snapshot.summary is not None and snapshot.summary.get(BATCH_ID_PROPERTY) == batch
+        if not (written and ref.snapshot_id in on_main):
+            found.append((name, snapshot.timestamp_ms))
+    return found
+
+
+def remove_expired_branches(
+    table: Table, now_ms: int | None = None, unfinished_retention_ms: int | None = None
+) -> list[str]:
+    """Remove abandoned branches whose recorded retention has passed (our own retention policy), and,
+    with ``unfinished_retention_ms``, branches of runs that died mid-batch once that long has passed
+    since their last write (a retry never reuses them: it writes a new branch)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     table.refresh()
     expired = []
@@ -202,13 +237,21 @@ def remove_expired_branches(table: Table, now_ms: int | None = None) -> list[str
         expires = int(value.split("|", 1)[0])
         if expires <= now_ms:
             expired.append((key, branch))
-    if not expired:
+    unfinished = []
+    if unfinished_retention_ms is not None:
+        unfinished = [
+            name
+            for name, written in _unfinished_branches(table)
+            if written + unfinished_retention_ms <= now_ms
+        ]
+    if not expired and not unfinished:
         return []
     manage = table.manage_snapshots()
-    for _, branch in expired:
+    for branch in [b for _, b in expired] + unfinished:
         if branch in table.metadata.refs:
             manage = manage.remove_branch(branch)
     manage.commit()
-    with table.transaction() as tx:
-        tx.remove_properties(*[key for key, _ in expired])
-    return [branch for _, branch in expired]
+    if expired:
+        with table.transaction() as tx:
+            tx.remove_properties(*[key for key, _ in expired])
+    return [branch for _, branch in expired] + unfinished

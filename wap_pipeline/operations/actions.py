@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from wap_pipeline import aws
 from wap_pipeline.ingest import dlq
-from wap_pipeline.operations.audit_log import AuditLog
+from wap_pipeline.ingest.producer import send_bodies
+from wap_pipeline.operations.audit_log import AuditEntry, AuditLog
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine, QuarantineEntry
+from wap_pipeline.rules.cleaning import CleanedLine
 from wap_pipeline.settings import Settings
 
 
@@ -78,3 +80,47 @@ class Operator:
             {"was": before.status, "tripped_by": before.tripped_by, "tripped_reason": before.reason[:500]},
         )
         return after
+
+    def record_patch(self, copy_uri: str, reason: str, details: dict) -> AuditEntry:
+        """A cleaned copy of a landing file was stored (the source is never modified)."""
+        return self.audit.record(self.name, "patch.write", copy_uri, reason, details)
+
+    def inject_replays(
+        self, queue_name: str, replays: list[CleanedLine], reason: str, patch_id: str
+    ) -> list[str]:
+        """Send cleaned records to ``queue_name`` as replays (``is_replay``, ``original_message_id``,
+        ``idempotency_key`` attributes); returns the new message ids. What was sent is recorded even
+        when a later send fails."""
+        sqs = aws.client("sqs", self.settings)
+        url = queue_url(sqs, queue_name)
+        new_ids: list[str] = []
+        error: Exception | None = None
+        try:
+            for start in range(0, len(replays), 10):
+                group = replays[start : start + 10]
+                new_ids += send_bodies(sqs, url, [r.body or "" for r in group], [r.attributes for r in group])
+        except Exception as failure:  # record what went out, then fail
+            error = failure
+        self.audit.record(
+            self.name,
+            "patch.inject",
+            queue_name,
+            reason,
+            {
+                "patch_id": patch_id,
+                "sent": [
+                    {
+                        "line": r.line,
+                        "original_message_id": r.ids.original_message_id,
+                        "new_message_id": new_id,
+                        "idempotency_key": r.attributes.get("idempotency_key"),
+                        "event_id": r.original_event_id,
+                    }
+                    for r, new_id in zip(replays, new_ids, strict=False)
+                ],
+                **({"error": str(error)[:500], "not_sent": len(replays) - len(new_ids)} if error else {}),
+            },
+        )
+        if error is not None:
+            raise error
+        return new_ids

@@ -3,6 +3,13 @@
 from wap_pipeline.resources.aws import AwsResource
 from wap_pipeline.resources.breaker import CircuitBreakerResource
 from wap_pipeline.resources.catalog import IcebergCatalogResource
+from wap_pipeline.resources.engine import EngineResource
 from wap_pipeline.resources.quarantine import QuarantineResource
 
-__all__ = ["AwsResource", "CircuitBreakerResource", "IcebergCatalogResource", "QuarantineResource"]
+__all__ = [
+    "AwsResource",
+    "CircuitBreakerResource",
+    "EngineResource",
+    "IcebergCatalogResource",
+    "QuarantineResource",
+]

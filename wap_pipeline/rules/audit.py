@@ -92,22 +92,34 @@ RULES: tuple[Rule, ...] = (
 
 def tag_invalid(table: pa.Table, now: datetime) -> pa.Table:
     """Add ``invalid_reasons`` (list of rule names / parse problems) and ``invalid_flag``."""
-    reasons: list[list[str]] = (
-        table[PARSE_REASONS_COLUMN].to_pylist()
-        if PARSE_REASONS_COLUMN in table.column_names
-        else [[] for _ in range(table.num_rows)]
-    )
+    masks = []
     for rule in RULES:
         mask = rule.violations(table, now)
         if isinstance(mask, pa.ChunkedArray):
             mask = mask.combine_chunks() if mask.num_chunks else pa.array([], type=pa.bool_())
-        for index in pc.indices_nonzero(mask).to_pylist():
-            reasons[index].append(rule.name)
+        masks.append(mask)
+    parse_reasons = table[PARSE_REASONS_COLUMN] if PARSE_REASONS_COLUMN in table.column_names else None
     if PARSE_REASONS_COLUMN in table.column_names:
         table = table.drop_columns([PARSE_REASONS_COLUMN])
+    reason_type = pa.list_(pa.string())
+    no_parse_problems = parse_reasons is None or not pc.max(pc.list_value_length(parse_reasons)).as_py()
+    if no_parse_problems and not any(pc.any(mask).as_py() for mask in masks):
+        # Every row valid (the usual batch): no per-row work.
+        empty = pa.ListArray.from_arrays(
+            pa.array([0] * (table.num_rows + 1), pa.int32()), pa.array([], pa.string())
+        )
+        return table.append_column("invalid_flag", pa.repeat(pa.scalar(False), table.num_rows)).append_column(
+            "invalid_reasons", empty.cast(reason_type)
+        )
+    reasons: list[list[str]] = (
+        parse_reasons.to_pylist() if parse_reasons is not None else [[] for _ in range(table.num_rows)]
+    )
+    for rule, mask in zip(RULES, masks, strict=True):
+        for index in pc.indices_nonzero(mask).to_pylist():
+            reasons[index].append(rule.name)
     flags = pa.array([bool(r) for r in reasons], type=pa.bool_())
     return table.append_column("invalid_flag", flags).append_column(
-        "invalid_reasons", pa.array(reasons, type=pa.list_(pa.string()))
+        "invalid_reasons", pa.array(reasons, type=reason_type)
     )
 
 
@@ -131,8 +143,12 @@ def count_invalid(batch_rows: pa.Table, sample_size: int = 10) -> AuditResult:
         for reason in row_reasons or []:
             key = reason.split(":", 1)[0]
             reasons[key] = reasons.get(key, 0) + 1
+    # Sorted, so that the sample does not depend on the order an engine happens to scan files in.
+    sample = invalid.select(["event_id", "message_id"]).sort_by(
+        [("event_id", "ascending"), ("message_id", "ascending")]
+    )
     ids = []
-    for row in invalid.select(["event_id", "message_id"]).slice(0, sample_size).to_pylist():
+    for row in sample.slice(0, sample_size).to_pylist():
         ids.append(row["event_id"] or f"message:{row['message_id']}")
     return AuditResult(
         rows=batch_rows.num_rows, invalid_rows=invalid.num_rows, reasons=reasons, sample_invalid_ids=ids

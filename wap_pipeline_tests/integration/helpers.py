@@ -85,3 +85,60 @@ def latest_partition_runs(job_name: str = "standard_ingest") -> dict[str, list]:
         for run in instance.get_runs(RunsFilter(job_name=job_name)):
             runs.setdefault(run.tags.get("dagster/partition"), []).append(run)
     return runs
+
+
+def land_file(settings: Settings, bodies: list[str]) -> tuple[str, list[str]]:
+    """One landing file as Firehose writes it after buffering many messages (locally each
+    PutRecordBatch becomes its own small file): one landing envelope per line, built by the
+    forwarder's own function. Recorded in the sent ledger. Returns (key, message ids by line)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from wap_pipeline.rules.envelope import landing_line, to_landing_record
+
+    now = datetime.now(UTC)
+    message_ids = [str(uuid.uuid4()) for _ in bodies]
+    data = b"".join(
+        landing_line(
+            to_landing_record(
+                {
+                    "MessageId": message_id,
+                    "Body": body,
+                    "Attributes": {
+                        "SentTimestamp": str(int(now.timestamp() * 1000)),
+                        "ApproximateReceiveCount": "1",
+                    },
+                }
+            )
+        )
+        for message_id, body in zip(message_ids, bodies, strict=True)
+    )
+    key = (
+        f"{settings.landing_prefix}{now:%Y/%m/%d/%H}/"
+        f"{settings.stream_name}-1-{now:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}"
+    )
+    aws.client("s3", settings).put_object(Bucket=settings.landing_bucket, Key=key, Body=data)
+    record_sent(settings, len(bodies))
+    return key, message_ids
+
+
+def assert_calls_allowed(call_log, settings: Settings) -> None:
+    """Every AWS call recorded in ``call_log`` (``WAP_AWS_CALL_LOG``) is one the patcher's IAM
+    permissions list (wap_pipeline/operations/permissions.py) allows."""
+    from fnmatch import fnmatchcase
+
+    from wap_pipeline.operations.permissions import permissions, required_permission
+
+    with open(call_log, "rb") as log:
+        calls = [orjson.loads(line) for line in log]
+    assert calls, "no AWS call was recorded"
+    granted = permissions(settings)
+    missing = {
+        required_permission(call)
+        for call in calls
+        if not any(
+            action == required_permission(call)[0] and fnmatchcase(required_permission(call)[1], resource)
+            for action, resource in granted
+        )
+    }
+    assert not missing, f"calls the patcher's IAM permissions do not cover: {sorted(missing)}"

@@ -7,7 +7,7 @@ from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.rules.curated import daily_totals
-from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import (
     breaker_state,
@@ -57,8 +57,21 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
         assert f"{failed_batch}: re-executing failed run {failed_run.run_id} from failure" in rerun.stdout
         assert "SUCCESS" in rerun.stdout
 
+        # data-patcher resume-pipeline takes the same GraphQL path when a webserver answers.
+        cde = make_events(6, seed=90)
+        cde[2]["idempotency_key"] = None
+        send(stack, cde)
+        assert run_cli("run", "--until-idle", check=False).returncode == 1
+        patcher("quarantine", "add", cde[2]["event_id"], "--reason", "null idempotency_key")
+        resumed = patcher(
+            "resume-pipeline", "--pipeline", "standard_ingest", "--reason", "quarantined", "--url", url
+        )
+        assert f"({'webserver ' + url})" in resumed.stdout and "from failure -> run" in resumed.stdout
+        sent += [e for e in cde if e["idempotency_key"]]
+
     runs = latest_partition_runs()
     assert [len(runs[k]) for k in (first, second)] == [1, 1], "the other batches were not re-run"
+    assert breaker_state(stack).status == "GREEN"
     child, parent = runs[failed_batch]
     assert child.parent_run_id == parent.run_id and child.status.value == "SUCCESS"
     steps = started_steps(child.run_id)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import load_catalog
 
-from wap_pipeline.assets.curated import window_filter
+from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import ensure_tables
 from wap_pipeline.rules.curated import dedup_window
 

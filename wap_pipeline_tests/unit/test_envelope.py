@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from wap_pipeline.rules.envelope import Rejection, landing_line, raw_rows, to_landing_record
@@ -77,3 +78,44 @@ def test_landing_lines_round_trip_into_raw_rows_and_foreign_lines_are_kept():
     assert rows[2]["body"] == "not an envelope"
     assert rows[0]["sent_timestamp"] == datetime.fromtimestamp(1764345600, tz=UTC)
     assert orjson.loads(rows[1]["body"]) == {"event_id": "e2"}
+
+
+def _forwarded(count: int) -> bytes:
+    lines = []
+    for n in range(count):
+        body = orjson.dumps({"event_id": f"e{n}", "idempotency_key": f"k{n}", "note": 'quote " é \\n'})
+        attrs = {"is_replay": "true", "original_message_id": "orig"} if n % 3 == 0 else None
+        lines.append(landing_line(to_landing_record(message(body.decode(), attrs, message_id=f"m{n}"))))
+    return b"".join(lines)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _forwarded(5),
+        _forwarded(3) + b"not an envelope\n" + _forwarded(2),
+        _forwarded(2) + b"\n" + _forwarded(2),  # a blank line keeps its line number
+        _forwarded(2) + b'{"message_id": "x", "body": 42}\n',  # body of the wrong type
+        _forwarded(2) + b'{"message_id": "x", "body": "b", "is_replay": "yes"}\n',
+        _forwarded(2) + b'{"message_id": "x"}\n',  # no body
+        _forwarded(2) + b'{"body": "a"}{"body": "b"}\n',  # two objects on one line
+        _forwarded(2).rstrip(b"\n"),  # no trailing newline
+        b"\xff\xfe not utf-8\n" + _forwarded(1),
+        b"",
+    ],
+)
+def test_raw_table_gives_exactly_the_rows_of_raw_rows(data):
+    from wap_pipeline.iceberg.schemas import RAW_SCHEMA
+    from wap_pipeline.rules.envelope import raw_table
+
+    schema = RAW_SCHEMA.as_arrow()
+    now = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)
+    expected = pa.Table.from_pylist(raw_rows(data, "landing/x", "b1", now), schema=schema)
+    assert raw_table(data, "landing/x", "b1", now, schema).equals(expected)
+
+
+def test_forwarder_files_take_the_vectorised_path():
+    from wap_pipeline.rules.envelope import _envelopes
+
+    assert _envelopes(_forwarded(4)).num_rows == 4
+    assert _envelopes(_forwarded(2) + b"garbage\n") is None

@@ -133,3 +133,61 @@ def test_is_replay_in_the_payload_counts_as_replay():
     rows, skipped = audited([event], quarantined={event["event_id"]})
     assert skipped.num_rows == 0
     assert rows["is_replay"].to_pylist() == [True]
+
+
+def _variants() -> list[tuple[list, list[bool] | None, tuple]]:
+    events = make_events(20, seed=11)
+
+    def changed(index: int, **change) -> list:
+        copy = [dict(e) for e in events]
+        copy[index].update(change)
+        return copy
+
+    return [
+        (events, None, ()),
+        (events, [i % 4 == 0 for i in range(20)], (events[0]["event_id"], events[1]["event_id"])),
+        (changed(3, is_replay=True), None, (events[3]["event_id"],)),
+        (changed(2, event_timestamp="2026-11-28T10:00:00+02:00"), None, ()),
+        (changed(2, event_timestamp="2026-11-28 10:00:00+00:00"), None, ()),  # fromisoformat only
+        (changed(2, event_timestamp="2026-02-30T10:00:00Z"), None, ()),  # unparseable: a reason
+        (changed(2, event_timestamp="2026-11-28T10:00:00"), None, ()),  # no offset: a reason
+        (changed(5, amount_minor=None, currency=None), None, ()),
+        (changed(5, event_id=None), None, ()),
+        (events[:5] + ['{"event_id": "e", "amount_minor": 1}'], None, ()),
+        (events[:5] + ["[1, 2]"], None, ()),  # not an object: the row-by-row path tags it
+        (events[:5] + ['{\n"event_id": "e"\n}'], None, ()),  # a body over several lines
+        (events[:5] + ["   "], None, ()),
+        (events[:5] + ['{"event_id": "e"}{"event_id": "f"}'], None, ()),
+        (changed(1, amount_minor=True), None, (events[1]["event_id"],)),  # quarantined misfit
+        ([], None, ()),
+    ]
+
+
+@pytest.mark.parametrize(("payloads", "replay", "quarantined"), _variants())
+def test_the_vectorised_parse_gives_exactly_the_rows_of_the_definition(
+    payloads, replay, quarantined, monkeypatch
+):
+    from wap_pipeline.rules import standardize as module
+
+    raw = raw_table(payloads, replay)
+    fast = standardize(raw, FIELDS, NOW, quarantined)
+    monkeypatch.setattr(module, "_parse_vectorised", lambda raw, fields: None)
+    slow = standardize(raw, FIELDS, NOW, quarantined)
+    assert fast.rows.equals(slow.rows)
+    assert fast.skipped.equals(slow.skipped)
+
+
+def test_batches_producers_send_take_the_vectorised_path():
+    from wap_pipeline.rules.standardize import _parse_vectorised
+
+    assert _parse_vectorised(raw_table(make_events(10, seed=3)), FIELDS) is not None
+    assert _parse_vectorised(raw_table([{"event_id": "e", "unknown": 1}]), FIELDS) is None
+
+
+def test_an_all_valid_batch_is_tagged_like_any_other():
+    rows, _ = audited(make_events(5, seed=5))
+    mixed, _ = audited(make_events(4, seed=5) + [{**make_events(1, seed=6)[0], "currency": "eur"}])
+    assert rows.schema == mixed.schema
+    assert rows["invalid_flag"].to_pylist() == [False] * 5
+    assert rows["invalid_reasons"].to_pylist() == [[]] * 5
+    assert mixed["invalid_reasons"].to_pylist()[-1] == ["currency_invalid"]

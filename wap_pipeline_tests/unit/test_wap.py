@@ -54,3 +54,23 @@ def test_abandoned_branches_are_kept_until_their_retention_passes(catalog):
     assert failed not in table.metadata.refs
     assert not any(k.startswith(wap.ABANDONED_PROPERTY_PREFIX) for k in table.metadata.properties)
     assert wap.published_batches(table) == ["b1"]
+
+
+def test_branches_of_runs_that_died_are_removed_after_the_retention(catalog):
+    table = ensure_tables(catalog)["raw"]
+    wap_cases.publish(table, "b1", 1)
+    published = wap.branch_name("b1")
+    died = wap.next_branch_name(table, "b2")
+    wap.create_branch_from_main(table, died)  # its run was killed after the write, before the audit
+    wap.write_to_branch(table, died, wap_cases.raw_batch("b2", 2), {wap.BATCH_ID_PROPERTY: "b2"})
+    never_written = wap.next_branch_name(table, "b3")
+    wap.create_branch_from_main(table, never_written)  # killed right after creating it
+    day_ms = 24 * 3600_000
+    assert wap.remove_expired_branches(table, unfinished_retention_ms=day_ms) == [], "too recent"
+    assert wap.remove_expired_branches(table, now_ms=2**62) == [], "only with a retention for them"
+    removed = wap.remove_expired_branches(table, now_ms=2**62, unfinished_retention_ms=day_ms)
+    assert sorted(removed) == sorted([died, never_written])
+    table.refresh()
+    assert died not in table.metadata.refs and never_written not in table.metadata.refs
+    assert published in table.metadata.refs, "a published branch is kept"
+    assert wap.published_batches(table) == ["b1"]

@@ -1,0 +1,89 @@
+"""Engines: how the standardized and curated layers read, write and publish their data.
+
+The domain rules (standardization, CDE audit, quarantine filter, curated precedence) are Arrow
+functions in :mod:`wap_pipeline.rules` and are the same for every engine; an engine only does the
+I/O around them. Each engine has the same methods, named after :mod:`wap_pipeline.iceberg.wap`:
+
+``scan_batch(table, ref, batch_id, selected_fields)``   the rows of one batch on a ref, as Arrow
+``write_to_branch(table, branch, rows, properties)``    append Arrow rows to an existing branch, with
+                                                        the properties in the snapshot summary
+``fast_forward(table, branch)``                         move main to the branch head, only if that is
+                                                        a fast-forward (else NotFastForwardError)
+``scan_keys(table, keys, window, selected_fields)``     main's rows whose idempotency_key is in keys and
+                                                        event_timestamp in the dedup window
+``commit_merge(table, plan, window, properties)``       the curated commit of a MergePlan (superseded
+                                                        rows deleted inside the window), atomic on main
+
+* ``arrow`` (default): PyIceberg + Arrow in-process (:mod:`wap_pipeline.engines.arrow`).
+* ``spark``: a SparkSession from dagster-pyspark's ``PySparkResource`` with Iceberg's Spark runtime,
+  on the same catalog (:mod:`wap_pipeline.engines.spark`). Needs the ``spark`` extra.
+
+Branch bookkeeping (naming, creation from main's head, abandonment, "already published?") is
+catalog metadata and stays in :mod:`wap_pipeline.iceberg.wap` for both engines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+import pyarrow as pa
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from wap_pipeline.rules.curated import DedupWindow, MergePlan
+from wap_pipeline.settings import ENGINES, Settings
+
+
+class Engine(Protocol):
+    name: str
+
+    def scan_batch(
+        self, table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
+    ) -> pa.Table: ...
+
+    def write_to_branch(
+        self, table: Table, name: str, rows: pa.Table, properties: dict[str, str]
+    ) -> None: ...
+
+    def fast_forward(self, table: Table, branch: str) -> Snapshot: ...
+
+    def scan_keys(
+        self, table: Table, keys: list[str], window: DedupWindow, selected_fields: tuple[str, ...]
+    ) -> pa.Table: ...
+
+    def commit_merge(
+        self, table: Table, plan: MergePlan, window: DedupWindow | None, properties: dict[str, str]
+    ) -> None: ...
+
+
+def resolve_engine(configured: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """``WAP_ENGINE`` when set, else the resource's configured engine, else the default (arrow)."""
+    env = os.environ if environ is None else environ
+    if env.get("WAP_ENGINE"):
+        return Settings.from_env(env).engine
+    name = configured or Settings.engine
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
+    return name
+
+
+def conform(rows: pa.Table, table: Table) -> pa.Table:
+    """Cast primitive columns to the table's Arrow types.
+
+    What a scan returns depends on who wrote the data files: PyIceberg reads a file Spark wrote as
+    ``string`` where its own files give ``large_string``, and Arrow refuses to join the two. Every
+    engine conforms what it reads, so the rules always see one set of types, whoever wrote the rows.
+    """
+    target = table.schema().as_arrow()
+    columns = []
+    for name in rows.column_names:
+        column = rows[name]
+        index = target.get_field_index(name)
+        if index >= 0:
+            wanted = target.field(index).type
+            if not pa.types.is_nested(wanted) and column.type != wanted:
+                column = column.cast(wanted)
+        columns.append(column)
+    return pa.table(columns, names=rows.column_names)

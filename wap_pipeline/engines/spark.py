@@ -1,0 +1,353 @@
+"""The Spark engine: Spark does the Iceberg I/O, the Arrow rules do the thinking.
+
+A SparkSession is built once per process by dagster-pyspark's ``PySparkResource`` with Iceberg's
+Spark runtime (``iceberg-spark-runtime-3.5_2.12-1.10.2.jar``, shipped by the PyPI package
+``snowpark-connect-deps-iceberg==1.0.2``) and its SQL extensions. Its Iceberg catalog is the SAME
+catalog PyIceberg uses, under the same name (``WAP_CATALOG_NAME``): a PyIceberg ``SqlCatalog`` is read
+through Iceberg's JDBC catalog (SQLite or PostgreSQL, drivers from Debian -- ``scripts/ensure-spark.sh``),
+with ``jdbc.init-catalog-tables=false`` (else the JVM holds a SQLite lock and PyIceberg commits fail)
+and ``cache-enabled=false`` (every statement sees the latest commit, whoever made it).
+
+What runs where:
+
+* reads (a batch on a ref, the curated rows of some keys) are Spark scans, collected as Arrow;
+* the rules -- standardization, quarantine filter, CDE audit, curated precedence -- are the Arrow
+  functions of :mod:`wap_pipeline.rules`, one definition for both engines;
+* writes are Spark writes: ``writeTo(<table>.branch_<name>)`` with ``snapshot-property.*`` options
+  (the batch id and bookmark land in the snapshot summary exactly as the arrow engine writes them);
+* publish is ``CALL <catalog>.system.fast_forward``: Iceberg refuses it unless main's head is an
+  ancestor of the branch head, and commits it with the catalog's compare-and-swap -- the same safety as
+  :func:`wap_pipeline.iceberg.wap.fast_forward`. A refusal is raised as ``NotFastForwardError``.
+
+The curated commit on Spark is made on a work branch ``curated_merge_<batch>`` (delete superseded
+keys, append the winners with the batch id in the summary) and published to main by one fast-forward,
+so main still moves in one atomic step per batch; the work branch is then removed.
+
+One SparkContext per process. A session per catalog configuration (``newSession()``, which shares the
+context) lets one process -- a test session -- use several catalogs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from wap_pipeline.engines import conform
+from wap_pipeline.faults import fault_point
+from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.catalog import configured_properties, default_catalog_properties
+from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan
+from wap_pipeline.settings import Settings
+
+ICEBERG_RUNTIME_GLOB = "iceberg-spark-runtime-3.5_2.12-*.jar"
+JDBC_DRIVER_JARS = ("/usr/share/java/sqlite-jdbc.jar", "/usr/share/java/postgresql.jar")
+CURATED_WORK_BRANCH_PREFIX = "curated_merge_"
+
+
+class SparkEngineUnavailable(RuntimeError):
+    """The Spark engine was selected but its runtime is not installed."""
+
+
+def iceberg_runtime_jar() -> str:
+    """The Iceberg Spark runtime jar shipped by ``snowpark-connect-deps-iceberg`` (the spark extra)."""
+    try:
+        import snowpark_connect_deps_iceberg
+    except ImportError as error:
+        raise SparkEngineUnavailable(
+            "WAP_ENGINE=spark needs the spark extra: pip install -c constraints.txt -e '.[spark]' "
+            "(make install-spark) and scripts/ensure-spark.sh"
+        ) from error
+    folder = Path(snowpark_connect_deps_iceberg.__file__).parent / "jars"
+    found = sorted(glob.glob(str(folder / ICEBERG_RUNTIME_GLOB)))
+    if not found:
+        raise SparkEngineUnavailable(f"no {ICEBERG_RUNTIME_GLOB} under {folder}")
+    return found[-1]
+
+
+def runtime_jars() -> list[str]:
+    missing = [jar for jar in JDBC_DRIVER_JARS if not os.path.exists(jar)]
+    if missing:
+        raise SparkEngineUnavailable(
+            f"missing JDBC driver(s) {', '.join(missing)}: run scripts/ensure-spark.sh"
+        )
+    return [iceberg_runtime_jar(), *JDBC_DRIVER_JARS]
+
+
+def base_spark_config(with_jars: bool = True) -> dict[str, str]:
+    """Everything but the catalog: jars, Iceberg's SQL extensions, UTC, Arrow transfers, a quiet local run.
+
+    ``with_jars=False`` where the platform brings Iceberg itself (Glue's ``--datalake-formats iceberg``).
+    """
+    jars = {"spark.jars": ",".join(runtime_jars())} if with_jars else {}
+    return {
+        "spark.master": "local[2]",
+        "spark.app.name": "wap-pipeline",
+        **jars,
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": "1g",
+    }
+
+
+def _jdbc_properties(uri: str) -> dict[str, str]:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ValueError("the Spark engine needs a SQLite catalog in a file, not in memory")
+        return {"uri": f"jdbc:sqlite:{Path(url.database).resolve()}"}
+    if backend == "postgresql":
+        host = url.host or "localhost"
+        port = f":{url.port}" if url.port else ""
+        properties = {"uri": f"jdbc:postgresql://{host}{port}/{url.database or ''}"}
+        if url.username:
+            properties["jdbc.user"] = url.username
+        if url.password:
+            properties["jdbc.password"] = str(url.password)
+        return properties
+    raise ValueError(f"the Spark engine has no JDBC mapping for a {backend} SqlCatalog ({uri})")
+
+
+# PyIceberg Glue/S3 properties that Iceberg's Java catalog reads under the same names.
+_PASS_THROUGH = ("glue.id", "glue.endpoint", "s3.endpoint", "s3.path-style-access", "client.region")
+
+
+def catalog_spark_config(name: str, properties: Mapping[str, str]) -> dict[str, str]:
+    """``spark.sql.catalog.<name>.*`` for the catalog PyIceberg loads with ``properties``."""
+    prefix = f"spark.sql.catalog.{name}"
+    kind = properties.get("type") or (
+        "sql" if str(properties.get("uri", "")).startswith(("sqlite", "postgresql")) else ""
+    )
+    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog", f"{prefix}.cache-enabled": "false"}
+    if properties.get("warehouse"):
+        conf[f"{prefix}.warehouse"] = properties["warehouse"]
+    if kind == "sql":
+        conf[f"{prefix}.type"] = "jdbc"
+        # PyIceberg creates the catalog tables; the JVM must not (it would hold a SQLite lock).
+        conf[f"{prefix}.jdbc.init-catalog-tables"] = "false"
+        conf.update({f"{prefix}.{k}": v for k, v in _jdbc_properties(properties["uri"]).items()})
+    elif kind == "glue":
+        conf[f"{prefix}.type"] = "glue"
+        conf[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+        conf.update({f"{prefix}.{k}": properties[k] for k in _PASS_THROUGH if properties.get(k)})
+    else:
+        raise ValueError(
+            f"the Spark engine does not know how to open a {kind or 'untyped'} PyIceberg catalog"
+        )
+    return conf
+
+
+def wap_catalog_spark_config(settings: Settings) -> dict[str, str]:
+    properties = configured_properties(settings.catalog_name) or default_catalog_properties(settings)
+    return catalog_spark_config(settings.catalog_name, properties)
+
+
+_lock = threading.Lock()
+_pyspark = None  # the process's PySparkResource (dagster-pyspark), set up once
+_sessions: dict[tuple, object] = {}
+
+
+def spark_session(settings: Settings | None = None, extra_config: Mapping[str, str] | None = None):
+    """The process's SparkSession for the configured catalog (built on first use, then reused).
+
+    ``extra_config`` (e.g. ``spark.master``, memory) applies when the process's context is created;
+    giving ``spark.jars`` there replaces the local runtime jars (a platform that brings Iceberg itself).
+    """
+    global _pyspark
+    settings = settings or Settings.from_env()
+    catalog_conf = wap_catalog_spark_config(settings)
+    key = tuple(sorted(catalog_conf.items()))
+    with _lock:
+        session = _sessions.get(key)
+        if session is not None:
+            return session
+        if _pyspark is None:
+            from dagster import build_init_resource_context
+            from dagster_pyspark import PySparkResource
+
+            extra = dict(extra_config or {})
+            config = {**base_spark_config(with_jars="spark.jars" not in extra), **catalog_conf, **extra}
+            resource = PySparkResource(spark_config=config)
+            resource.setup_for_execution(build_init_resource_context())
+            resource.spark_context.setLogLevel("ERROR")
+            _pyspark = resource
+            session = resource.spark_session
+        else:
+            # Same context (jars, extensions), a separate SQL conf and catalog manager.
+            session = _pyspark.spark_session.newSession()
+            for name, value in catalog_conf.items():
+                session.conf.set(name, value)
+        _sessions[key] = session
+        return session
+
+
+def stop_spark() -> None:
+    """Stop the process's SparkContext (tests; a long-lived process simply keeps it)."""
+    global _pyspark
+    with _lock:
+        if _pyspark is not None:
+            _pyspark.spark_session.stop()
+        _pyspark = None
+        _sessions.clear()
+
+
+def _quote(part: str) -> str:
+    return "`" + part.replace("`", "``") + "`"
+
+
+def to_arrow(frame) -> pa.Table:
+    """Collect a Spark DataFrame as an Arrow table (pyspark 4: ``toArrow``; 3.5: its Arrow collect)."""
+    if hasattr(frame, "toArrow"):
+        return frame.toArrow()
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = to_arrow_schema(frame.schema)
+    batches = frame._collect_as_arrow()
+    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+
+
+def to_spark(session, rows: pa.Table, schema):
+    """An Arrow table as a Spark DataFrame of exactly ``schema`` (the target table's Spark schema).
+
+    Through pandas with Arrow transfers (pyspark 3.5 has no ``createDataFrame(pa.Table)``); integer
+    columns with nulls stay exact Python ints (``integer_object_nulls``), not floats.
+    """
+    ordered = rows.select([field.name for field in schema.fields])
+    frame = ordered.to_pandas(integer_object_nulls=True)
+    return session.createDataFrame(frame, schema=schema)
+
+
+def _in_window(window: DedupWindow):
+    """The dedup window as a Spark column predicate (prunes curated's day partitions)."""
+    from pyspark.sql import functions as F
+
+    start, end = (F.lit(t.isoformat()).cast("timestamp") for t in (window.start, window.end))
+    return (F.col(EVENT_TIME) >= start) & (F.col(EVENT_TIME) < end)
+
+
+def _window_sql(window: DedupWindow) -> str:
+    start, end = window.start.isoformat(), window.end.isoformat()
+    return f"{EVENT_TIME} >= CAST('{start}' AS TIMESTAMP) AND {EVENT_TIME} < CAST('{end}' AS TIMESTAMP)"
+
+
+class SparkEngine:
+    name = "spark"
+
+    def __init__(self, session, catalog_name: str):
+        self.session = session
+        self.catalog_name = catalog_name
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, extra_config: Mapping[str, str] | None = None):
+        settings = settings or Settings.from_env()
+        return cls(spark_session(settings, extra_config), settings.catalog_name)
+
+    def identifier(self, table: Table, ref: str = wap.MAIN) -> str:
+        parts = [self.catalog_name, *table.name()]
+        if ref != wap.MAIN:
+            parts.append(f"branch_{ref}")
+        return ".".join(_quote(part) for part in parts)
+
+    def _table_name(self, table: Table) -> str:
+        return ".".join(table.name())
+
+    def scan_batch(
+        self, table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
+    ) -> pa.Table:
+        from pyspark.sql import functions as F
+
+        frame = self.session.table(self.identifier(table, ref)).where(F.col("batch_id") == batch_id)
+        if selected_fields != ("*",):
+            frame = frame.select(*selected_fields)
+        return conform(to_arrow(frame), table)
+
+    def write_to_branch(self, table: Table, name: str, rows: pa.Table, properties: dict[str, str]) -> None:
+        table.refresh()
+        if name not in table.metadata.refs:
+            raise ValueError(f"branch {name} does not exist; create it from main first")
+        self._append(table, name, rows, properties)
+
+    def _append(self, table: Table, ref: str, rows: pa.Table, properties: dict[str, str]) -> None:
+        target = self.session.table(self.identifier(table)).schema
+        writer = to_spark(self.session, rows, target).writeTo(self.identifier(table, ref))
+        for key, value in properties.items():
+            writer = writer.option(f"snapshot-property.{key}", str(value))
+        writer.append()
+
+    def fast_forward(self, table: Table, branch: str) -> Snapshot:
+        """``CALL <catalog>.system.fast_forward(...)``; Iceberg checks ancestry at commit time."""
+        table.refresh()
+        if branch not in table.metadata.refs:
+            raise ValueError(f"no branch {branch}")
+        name, quoted_branch = self._table_name(table), branch.replace("'", "''")
+        try:
+            self.session.sql(
+                f"CALL {_quote(self.catalog_name)}.system.fast_forward('{name}', '{wap.MAIN}', '{quoted_branch}')"
+            ).collect()
+        except Exception as error:  # pyspark wraps the JVM's IllegalArgumentException / ValidationException
+            if "Cannot fast-forward" in str(error):
+                raise wap.NotFastForwardError(
+                    f"main is not an ancestor of {branch} (Iceberg refused the fast-forward): main moved "
+                    f"after the branch was created"
+                ) from error
+            raise
+        table.refresh()
+        head = table.metadata.snapshot_by_id(table.metadata.refs[branch].snapshot_id)
+        if table.current_snapshot() is None or table.current_snapshot().snapshot_id != head.snapshot_id:
+            raise RuntimeError(f"fast_forward of main to {branch} did not move main to {head.snapshot_id}")
+        return head
+
+    def scan_keys(
+        self, table: Table, keys: list[str], window: DedupWindow, selected_fields: tuple[str, ...]
+    ) -> pa.Table:
+        from pyspark.sql import functions as F
+
+        wanted = self.session.createDataFrame([(key,) for key in keys], f"{KEY} string")
+        frame = (
+            self.session.table(self.identifier(table))
+            .where(_in_window(window))
+            .select(*selected_fields)
+            .join(F.broadcast(wanted), on=KEY, how="left_semi")
+        )
+        return conform(to_arrow(frame), table)
+
+    def commit_merge(
+        self, table: Table, plan: MergePlan, window: DedupWindow | None, properties: dict[str, str]
+    ) -> None:
+        """The curated commit: on a work branch, delete superseded keys and append the winners (with the
+        batch id in the summary), then one fast-forward of main -- atomic on main, like the arrow engine."""
+        batch_id = properties[wap.BATCH_ID_PROPERTY]
+        branch = f"{CURATED_WORK_BRANCH_PREFIX}{wap.validate_batch_id(batch_id)}"
+        table.refresh()
+        if branch in table.metadata.refs:  # left by a crashed attempt; it was never published
+            table.manage_snapshots().remove_branch(branch).commit()
+        wap.create_branch_from_main(table, branch)
+        if plan.superseded_keys:
+            view = f"wap_superseded_{abs(hash(branch))}"
+            self.session.createDataFrame(
+                [(k,) for k in plan.superseded_keys], f"{KEY} string"
+            ).createOrReplaceTempView(view)
+            self.session.sql(
+                f"DELETE FROM {self.identifier(table, branch)} WHERE {KEY} IN (SELECT {KEY} FROM {view}) "
+                f"AND {_window_sql(window)}"
+            ).collect()
+            self.session.catalog.dropTempView(view)
+        self._append(table, branch, plan.winners, properties)
+        fault_point("curated.before_commit")
+        self.fast_forward(table, branch)
+        table.refresh()
+        table.manage_snapshots().remove_branch(branch).commit()

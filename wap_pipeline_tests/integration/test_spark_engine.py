@@ -1,0 +1,287 @@
+"""The Spark engine (WAP_ENGINE=spark) against the arrow engine: same batches, same results.
+
+Each engine runs the real standardized and curated assets (Dagster, the breaker and quarantine on the
+local AWS server) on its own SQLite catalog, from the same raw rows. Processing timestamps
+(standardized_at, curated_at) are the only columns allowed to differ. One SparkContext serves the
+whole test session (fixture ``spark_engine_runtime``).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pyarrow as pa
+import pytest
+from dagster import DagsterInstance, materialize
+
+from wap_pipeline import aws
+from wap_pipeline.assets.curated import curated_events
+from wap_pipeline.assets.standardized import AUDIT_CHECK, standardized_events
+from wap_pipeline.definitions import RESOURCES
+from wap_pipeline.engines.spark import SparkEngine
+from wap_pipeline.events import make_events
+from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.catalog import load_wap_catalog
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA, ensure_tables
+from wap_pipeline.partitions import landing_batches
+from wap_pipeline.resources import EngineResource
+from wap_pipeline.resources.breaker import CircuitBreaker
+from wap_pipeline.resources.quarantine import Quarantine
+from wap_pipeline.rules.envelope import raw_rows
+from wap_pipeline.settings import Settings
+from wap_pipeline_tests.wap_cases import raw_batch
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+INGESTED_AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+PROCESSING_COLUMNS = ("standardized_at", "curated_at")
+
+
+def _shift(timestamp: str, seconds: int) -> str:
+    moved = datetime.fromisoformat(timestamp) + timedelta(seconds=seconds)
+    return moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def landing_records(events: list[dict], batch_id: str, replays: frozenset[int] = frozenset()) -> bytes:
+    """The landing file Firehose would have written for these events (one record per line)."""
+    lines = []
+    for i, event in enumerate(events):
+        message_id = f"msg-{batch_id}-{i}"
+        record = {
+            "message_id": message_id,
+            "original_message_id": message_id,
+            "idempotency_key": event.get("idempotency_key"),
+            "is_replay": i in replays,
+            "sent_timestamp": 1_796_040_000_000 + i,
+            "receive_count": 1,
+            "body": orjson.dumps(event).decode(),
+        }
+        lines.append(orjson.dumps(record))
+    return b"\n".join(lines) + b"\n"
+
+
+@functools.cache
+def batches() -> dict[str, bytes]:
+    """Three batches that exercise every path: inserts; supersede, replay, duplicates, quarantine; a bad one."""
+    first = make_events(40, seed=701)
+    later = make_events(12, seed=702)
+    second = [
+        {
+            **first[0],
+            "event_id": "evt_later_copy",
+            "event_timestamp": _shift(first[0]["event_timestamp"], 60),
+        },
+        {
+            **first[1],
+            "event_id": "evt_older_copy",
+            "event_timestamp": _shift(first[1]["event_timestamp"], -60),
+        },
+        dict(first[2]),  # an exact duplicate: skipped
+        {**first[3], "event_id": "evt_replay", "amount_minor": 1},  # replayed below: supersedes
+        {**first[4], "event_id": "evt_quarantined"},  # quarantined (not a replay): masked
+        *later,
+        {
+            **later[0],
+            "event_id": "evt_dup_in_batch",
+            "event_timestamp": _shift(later[0]["event_timestamp"], 5),
+        },
+    ]
+    bad = make_events(10, seed=703)
+    bad[2]["idempotency_key"] = None
+    bad[5]["currency"] = "usd"
+    bad[7]["event_timestamp"] = "yesterday"
+    return {
+        "b1": landing_records(first, "b1"),
+        "b2": landing_records(second, "b2", replays=frozenset({3})),
+        "b3": landing_records(bad, "b3"),
+    }
+
+
+@pytest.fixture
+def use_catalog(stack, tmp_path, monkeypatch):
+    """Point the process at a fresh catalog (and breaker) of its own; returns its settings."""
+    monkeypatch.delenv("WAP_ENGINE", raising=False)
+    Quarantine(aws.client("dynamodb", stack), stack.quarantine_table).add("evt_quarantined", reason="test")
+
+    def use(name: str) -> Settings:
+        monkeypatch.setenv("WAP_STATE_DIR", str(tmp_path / name))
+        monkeypatch.setenv("WAP_PIPELINE_NAME", f"pipeline_{name}")
+        return Settings.from_env()
+
+    return use
+
+
+def land(settings: Settings, batch_id: str, data: bytes) -> None:
+    """What raw/events does for a batch: every line as it came, bookmark in the snapshot summary."""
+    raw = ensure_tables(load_wap_catalog(settings))["raw"]
+    rows = raw_rows(data, f"landing/{batch_id}.ndjson", batch_id, INGESTED_AT)
+    raw.append(
+        pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow()),
+        snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: f"landing/{batch_id}"},
+    )
+
+
+def process(engine: str, batch_id: str):
+    """Materialize standardized then curated for one batch with the given engine, in-process."""
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(landing_batches.name, [batch_id])
+        return materialize(
+            [standardized_events, curated_events],
+            partition_key=batch_id,
+            instance=instance,
+            resources={**RESOURCES, "engine": EngineResource(engine=engine)},
+            raise_on_error=False,
+        )
+
+
+def content(table, sort_by: tuple[str, ...], ref: str | None = None) -> list[dict]:
+    """Every row (read by PyIceberg) without processing timestamps, in a stable order."""
+    table.refresh()
+    scan = table.scan() if ref is None else table.scan().use_ref(ref)
+    rows = scan.to_arrow()
+    rows = rows.drop_columns([c for c in PROCESSING_COLUMNS if c in rows.column_names])
+    return rows.sort_by([(c, "ascending") for c in sort_by]).to_pylist()
+
+
+def audit_outcome(result) -> dict:
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == AUDIT_CHECK]
+    metadata = {k: v.value for k, v in evaluation.metadata.items() if k != "branch"}
+    return {"passed": evaluation.passed, **metadata}
+
+
+def run_engine(use_catalog, engine: str) -> dict:
+    settings = use_catalog(engine)
+    outcomes = {}
+    for batch_id, data in batches().items():
+        land(settings, batch_id, data)
+        result = process(engine, batch_id)
+        outcomes[batch_id] = {"success": result.success, "audit": audit_outcome(result)}
+    tables = ensure_tables(load_wap_catalog(settings))
+    standardized, curated = tables["standardized"], tables["curated"]
+    failed_branch = wap.branch_name("b3")
+    standardized.refresh()
+    return {
+        "outcomes": outcomes,
+        "standardized": content(standardized, ("batch_id", "line_number")),
+        "curated": content(curated, ("idempotency_key",)),
+        "failed_branch": content(standardized, ("batch_id", "line_number"), ref=failed_branch),
+        "abandoned": f"{wap.ABANDONED_PROPERTY_PREFIX}{failed_branch}" in standardized.metadata.properties,
+        "bookmark": wap.bookmark(standardized),
+        # Distinct ids: arrow's curated delete and append are two snapshots of one commit, both tagged.
+        "published": tuple(list(dict.fromkeys(wap.published_batches(t))) for t in (standardized, curated)),
+        "breaker": CircuitBreaker(
+            aws.client("dynamodb", settings), settings.breaker_table, settings.pipeline_name
+        ).state(),
+    }
+
+
+def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtime):
+    arrow = run_engine(use_catalog, "arrow")
+    spark = run_engine(use_catalog, "spark")
+
+    # The batches did what they were built to do (so that parity is about something).
+    assert [arrow["outcomes"][b]["success"] for b in ("b1", "b2", "b3")] == [True, True, False]
+    assert arrow["published"] == (["b1", "b2"], ["b1", "b2"])
+    assert arrow["bookmark"] == {"batch_id": "b2", "bookmark": "landing/b2"}
+    b3 = arrow["outcomes"]["b3"]["audit"]
+    assert b3["passed"] is False and b3["invalid_rows"] == 3
+    assert b3["invalid_by_rule"] == {
+        "idempotency_key_missing": 1,
+        "currency_invalid": 1,
+        "event_timestamp_missing": 1,
+        "event_timestamp unparseable": 1,
+    }
+    assert arrow["abandoned"] and arrow["breaker"].status == "RED" and arrow["breaker"].batch_id == "b3"
+    assert len(arrow["standardized"]) == 40 + 18 - 1  # b2 minus the quarantined record
+    assert len(arrow["curated"]) == 40 + 12
+
+    # Parity: same outcomes, audit metadata, rows, failed branch, bookmark and published batches.
+    assert spark["outcomes"] == arrow["outcomes"]
+    assert spark["standardized"] == arrow["standardized"]
+    assert spark["curated"] == arrow["curated"]
+    assert spark["failed_branch"] == arrow["failed_branch"]
+    assert spark["abandoned"] is True
+    assert spark["bookmark"] == arrow["bookmark"]
+    assert spark["published"] == arrow["published"]
+    assert (spark["breaker"].status, spark["breaker"].batch_id) == ("RED", "b3")
+
+
+def test_batches_published_by_one_engine_are_read_by_the_other(use_catalog, spark_engine_runtime):
+    settings = use_catalog("mixed")
+    data = batches()
+    for batch_id, engine in (("b1", "spark"), ("b2", "arrow")):
+        land(settings, batch_id, data[batch_id])
+        assert process(engine, batch_id).success
+
+    tables = ensure_tables(load_wap_catalog(settings))
+    standardized, curated = tables["standardized"], tables["curated"]
+    # PyIceberg reads what Spark published (b1) and merged into (b2 superseded b1's keys in curated).
+    assert wap.published_batches(standardized) == ["b1", "b2"]
+    assert list(dict.fromkeys(wap.published_batches(curated))) == ["b1", "b2"]
+    assert wap.bookmark(standardized) == {"batch_id": "b2", "bookmark": "landing/b2"}
+    assert wap.scan_batch(standardized, wap.MAIN, "b1").num_rows == 40
+
+    # Spark reads what PyIceberg published, row for row.
+    engine = SparkEngine.from_settings(settings)
+    for table, key in ((standardized, ("batch_id", "line_number")), (curated, ("idempotency_key",))):
+        via_spark = engine.session.table(engine.identifier(table)).drop(*PROCESSING_COLUMNS)
+        expected = content(table, key)
+        from wap_pipeline.engines.spark import to_arrow
+
+        got = to_arrow(via_spark).sort_by([(c, "ascending") for c in key])
+        got = got.cast(pa.schema([table.schema().as_arrow().field(n) for n in got.column_names]))
+        assert got.to_pylist() == expected
+    assert engine.scan_batch(standardized, wap.MAIN, "b2").num_rows == 17
+
+    # And the other way round again: Spark's curated merge on top of arrow's agrees with an all-arrow run.
+    land(settings, "b4", landing_records(make_events(5, seed=704), "b4"))
+    assert process("spark", "b4").success
+    assert list(dict.fromkeys(wap.published_batches(curated.refresh()))) == ["b1", "b2", "b4"]
+    assert len(content(curated, ("idempotency_key",))) == 40 + 12 + 5
+
+
+def test_spark_fast_forward_refuses_when_main_moved(use_catalog, spark_engine_runtime):
+    settings = use_catalog("refuse")
+    raw = ensure_tables(load_wap_catalog(settings))["raw"]
+    engine = SparkEngine.from_settings(settings)
+    ours = wap.branch_name("b1")
+    wap.create_branch_from_main(raw, ours)
+    engine.write_to_branch(raw, ours, raw_batch("b1", 4), {wap.BATCH_ID_PROPERTY: "b1"})
+    # Another writer publishes in between.
+    theirs = wap.branch_name("b2")
+    wap.create_branch_from_main(raw, theirs)
+    wap.write_to_branch(raw, theirs, raw_batch("b2", 2), {wap.BATCH_ID_PROPERTY: "b2"})
+    wap.fast_forward(raw, theirs)
+    head = raw.refresh().current_snapshot().snapshot_id
+
+    with pytest.raises(wap.NotFastForwardError):
+        engine.fast_forward(raw, ours)
+    assert raw.refresh().current_snapshot().snapshot_id == head
+    assert wap.published_batches(raw) == ["b2"]
+    assert engine.scan_batch(raw, ours, "b1").num_rows == 4, "the branch is kept as it was"
+
+
+@pytest.mark.postgres
+def test_engines_share_a_postgresql_catalog(
+    use_catalog, postgres_database, tmp_path, monkeypatch, spark_engine_runtime
+):
+    """PostgreSQL is configuration only, for Spark too: PyIceberg's SqlCatalog, Iceberg's JDBC catalog."""
+    settings = use_catalog("postgres")
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
+    data = batches()
+    for batch_id, engine in (("b1", "spark"), ("b2", "arrow"), ("b3", "spark")):
+        land(settings, batch_id, data[batch_id])
+        assert process(engine, batch_id).success is (batch_id != "b3")
+
+    tables = ensure_tables(load_wap_catalog(settings))
+    standardized, curated = tables["standardized"], tables["curated"]
+    assert wap.published_batches(standardized) == ["b1", "b2"]
+    assert wap.bookmark(standardized) == {"batch_id": "b2", "bookmark": "landing/b2"}
+    assert len(content(curated, ("idempotency_key",))) == 40 + 12
+    assert wap.scan_batch(standardized, wap.branch_name("b3"), "b3").num_rows == 10, (
+        "Spark wrote the failed branch"
+    )

@@ -1,0 +1,48 @@
+"""docs/iam/patcher-policy.json allows every AWS action data-patcher calls -- and nothing more."""
+
+import json
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from wap_pipeline.operations.permissions import permissions
+from wap_pipeline.settings import Settings
+from wap_pipeline_tests.iam import allowed, statements, uncovered
+
+POLICY = Path(__file__).resolve().parents[2] / "docs" / "iam" / "patcher-policy.json"
+# Allowed although no verb calls it: without it a missing object answers 403 instead of 404.
+EXTRAS = {("s3:ListBucket", "arn:aws:s3:::wap-landing")}
+
+
+def test_the_policy_covers_every_action_the_patcher_calls():
+    policy = json.loads(POLICY.read_text())
+    needed = permissions(Settings())
+    assert uncovered(policy, needed) == []
+    # ... and the check can fail: without the re-inject statement, SendMessage is uncovered.
+    trimmed = {
+        **policy,
+        "Statement": [s for s in policy["Statement"] if s["Sid"] != "ReInjectToTheIngestQueue"],
+    }
+    assert ("sqs:SendMessage", "arn:aws:sqs:{region}:{account}:ingest-events") in uncovered(trimmed, needed)
+
+
+def test_the_policy_grants_nothing_the_patcher_does_not_call():
+    needed = permissions(Settings())
+    for effect, actions, resources in statements(json.loads(POLICY.read_text())):
+        if effect != "Allow":
+            continue
+        for action in actions:
+            for resource in resources:
+                assert "*" not in action, f"wildcard action {action}"
+                granted = (action, resource) in EXTRAS or any(
+                    action == a and (resource == r or fnmatchcase(r, resource)) for a, r in needed
+                )
+                assert granted, f"{action} on {resource} is allowed but no verb needs it"
+
+
+def test_the_audit_log_cannot_be_rewritten():
+    policy = json.loads(POLICY.read_text())
+    table = "arn:aws:dynamodb:{region}:{account}:table/wap-operator-audit"
+    assert allowed(policy, "dynamodb:PutItem", table)
+    assert not allowed(policy, "dynamodb:DeleteItem", table) and not allowed(
+        policy, "dynamodb:UpdateItem", table
+    )
