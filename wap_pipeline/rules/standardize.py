@@ -113,6 +113,21 @@ def _parse_payload(body: str | None) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
+def _split_quarantined(
+    raw: pa.Table, record_ids: pa.Array, is_replay: pa.Array, quarantined_ids: Collection[str]
+) -> tuple[pa.Table, pa.Array, pa.Table]:
+    """Apply the quarantine filter: (raw rows kept, the keep mask, lineage of the skipped rows).
+    One definition for the row-by-row and the vectorised paths."""
+    skip = quarantine_mask(pa.table({RECORD_ID_COLUMN: record_ids, "is_replay": is_replay}), quarantined_ids)
+    keep = pc.invert(skip)
+    skipped = (
+        raw.filter(skip)
+        .select(["message_id", "landing_file_key", "line_number"])
+        .append_column(RECORD_ID_COLUMN, record_ids.filter(skip))
+    )
+    return raw.filter(keep), keep, skipped
+
+
 def standardize(
     raw: pa.Table,
     fields: dict[str, object],
@@ -141,17 +156,9 @@ def standardize(
         bool(r) or (p is not None and p.get("is_replay") is True)
         for r, p in zip(envelope_replay, payloads, strict=True)
     ]
-    identity = pa.table(
-        {RECORD_ID_COLUMN: pa.array(record_ids, pa.string()), "is_replay": pa.array(is_replay, pa.bool_())}
+    raw, keep, skipped = _split_quarantined(
+        raw, pa.array(record_ids, pa.string()), pa.array(is_replay, pa.bool_()), quarantined_ids
     )
-    skip = quarantine_mask(identity, quarantined_ids)
-    keep = pc.invert(skip)
-    skipped = (
-        raw.filter(skip)
-        .select(["message_id", "landing_file_key", "line_number"])
-        .append_column(RECORD_ID_COLUMN, pa.array(record_ids, pa.string()).filter(skip))
-    )
-    raw = raw.filter(keep)
     kept = pc.indices_nonzero(keep).to_pylist()
     payloads = [payloads[i] for i in kept]
     is_replay = [is_replay[i] for i in kept]
@@ -300,15 +307,7 @@ def _standardize_vectorised(
 ) -> StandardizeResult:
     record_ids = parsed["event_id"]
     is_replay = pc.or_(pc.fill_null(raw["is_replay"], False), pc.fill_null(parsed["is_replay"], False))
-    identity = pa.table({RECORD_ID_COLUMN: record_ids, "is_replay": is_replay})
-    skip = quarantine_mask(identity, quarantined_ids)
-    keep = pc.invert(skip)
-    skipped = (
-        raw.filter(skip)
-        .select(["message_id", "landing_file_key", "line_number"])
-        .append_column(RECORD_ID_COLUMN, pc.cast(record_ids, pa.string()).filter(skip))
-    )
-    raw = raw.filter(keep)
+    raw, keep, skipped = _split_quarantined(raw, pc.cast(record_ids, pa.string()), is_replay, quarantined_ids)
     parsed = parsed.filter(keep)
     count = raw.num_rows
     arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
