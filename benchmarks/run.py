@@ -585,10 +585,11 @@ def log(message: str) -> None:
 def instrument(timings: Timings) -> list[Callable[[], None]]:
     """Time the named parts of the standardized step inside the real run (no behaviour change)."""
     from wap_pipeline.iceberg import wap
-    from wap_pipeline.resources.quarantine import Quarantine
+    from wap_pipeline.resources.quarantine import Quarantine, QuarantineRead
 
     return [
         timings.wrap(Quarantine, "ids", "quarantine_read"),
+        timings.wrap(QuarantineRead, "ids", "quarantine_wait"),
         timings.wrap(wap, "create_branch_from_main", "branch"),
         timings.wrap(wap, "write_to_branch", "branch_write"),
         timings.wrap(wap, "fast_forward", "publish"),
@@ -776,6 +777,7 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
     ]
     steps = run["steps"]
     q = inrun.get("quarantine_read", 0.0)
+    q_wait = inrun.get("quarantine_wait", q)  # what the scan added to the step: the rest overlapped
     wap_in_run = sum(inrun.get(k, 0.0) for k in ("branch", "branch_write", "publish"))
     lines.append(_stage_line("raw append", steps["raw append"], n, floor_s))
     lines.append(
@@ -784,8 +786,9 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
             steps["standardized"],
             n,
             floor_s,
-            f"of which quarantine read {q:.2f} s (DynamoDB scan of {results['args']['quarantined']:,} ids on "
-            f"the local server), branch + branch write + publish {wap_in_run:.2f} s",
+            f"of which waiting for the quarantine read {q_wait:.2f} s (DynamoDB scan of "
+            f"{results['args']['quarantined']:,} ids on the local server, {q:.2f} s in the background from "
+            f"the start of the step), branch + branch write + publish {wap_in_run:.2f} s",
         )
     )
     lines.append(_stage_line("curated", steps["curated"], m["rows"]["standardized"], floor_s))
@@ -797,7 +800,7 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
             n,
             floor_s,
             f"Dagster run overhead {overhead:.2f} s; without the local DynamoDB scan "
-            f"{(run['whole batch'] - q) / floor_s:.2f}x floor",
+            f"{(run['whole batch'] - q_wait) / floor_s:.2f}x floor",
         )
     )
     by_stage = ", ".join(f"{stage} {mb:,.0f}" for stage, mb in m["stage_peak_rss_mb"].items())
