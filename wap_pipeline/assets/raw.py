@@ -9,7 +9,7 @@ from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_polic
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
-from wap_pipeline.ingest.landing import read_manifest
+from wap_pipeline.ingest.landing import read_landed_files, read_manifest
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
 from wap_pipeline.rules.envelope import raw_table
@@ -49,10 +49,10 @@ def raw_events(
         manifest = read_manifest(s3, settings.landing_bucket, settings.manifests_prefix, batch_id)
         ingested_at = datetime.now(UTC)
         schema = RAW_SCHEMA.as_arrow()
-        # One Arrow table per landing file (parsed vectorised), concatenated without copying.
+        # One Arrow table per landing file (parsed vectorised while the next files download),
+        # concatenated without copying.
         files = []
-        for landed in manifest.files:
-            data = s3.get_object(Bucket=settings.landing_bucket, Key=landed.key)["Body"].read()
+        for landed, data in read_landed_files(s3, settings.landing_bucket, manifest.files):
             files.append(raw_table(data, landed.key, batch_id, ingested_at, schema))
         arrow = pa.concat_tables(files) if files else schema.empty_table()
         table.append(

@@ -125,10 +125,11 @@ def standardized_events(
         if raw_snapshot is None:
             raise Failure(f"batch {batch_id} is not in raw yet; materialize raw/events for it first")
         bookmark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY, "")
-        quarantine_read = quarantine.read_in_background()  # the scan overlaps the raw read below
+        # The scan of every quarantined id runs in the background, overlapping the raw read and the
+        # parse: the filter first waits for it after parsing.
+        quarantined = quarantine.read_in_background()
         raw_rows = io.scan_batch(raw, wap.MAIN, batch_id)
         now = datetime.now(UTC)
-        quarantined = quarantine_read.ids()
         try:
             result = standardize(raw_rows, payload_fields(table.schema()), now, quarantined)
         except SchemaMismatchError as error:

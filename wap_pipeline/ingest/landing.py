@@ -14,8 +14,12 @@ are neither missed nor taken twice.
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 from botocore.exceptions import ClientError
 
@@ -156,6 +160,33 @@ def manifest_key(manifests_prefix: str, batch_id: str) -> str:
 def read_manifest(s3, bucket: str, manifests_prefix: str, batch_id: str) -> Manifest:
     body = s3.get_object(Bucket=bucket, Key=manifest_key(manifests_prefix, batch_id))["Body"].read()
     return Manifest.from_json(body)
+
+
+def read_landed_files(
+    s3, bucket: str, files: Sequence[LandingObject], ahead: int = 4
+) -> Iterator[tuple[LandingObject, bytes]]:
+    """Each landing file of a batch with its content, in manifest order, ``ahead`` GETs in flight.
+
+    A GET mostly waits on S3; fetching the next files while the caller parses the current one
+    overlaps the two. At most ``ahead`` files are held besides the caller's, whatever the batch's size.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="landing-get")
+
+    def fetch(landed: LandingObject) -> tuple[LandingObject, Future[bytes]]:
+        return landed, pool.submit(lambda: s3.get_object(Bucket=bucket, Key=landed.key)["Body"].read())
+
+    remaining = iter(files)
+    in_flight = deque(fetch(landed) for landed in islice(remaining, max(1, ahead)))
+    try:
+        while in_flight:
+            landed, content = in_flight.popleft()
+            data = content.result()
+            following = next(remaining, None)
+            if following is not None:
+                in_flight.append(fetch(following))
+            yield landed, data
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def write_manifest(s3, bucket: str, manifests_prefix: str, manifest: Manifest) -> None:

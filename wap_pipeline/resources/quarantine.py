@@ -2,11 +2,12 @@
 
 Each run reads the whole table once (a paginated scan) and filters in memory, which stays cheap for
 hundreds of thousands of ids; there is never one call per record. The standardized step starts that
-scan in the background (:class:`QuarantineRead`) before it reads the batch, so the two overlap.
+scan in the background (:class:`QuarantineRead`) before it reads and parses the batch, so they overlap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,12 +84,13 @@ class Quarantine:
         return total
 
 
-class QuarantineRead:
+class QuarantineRead(Collection[str]):
     """Every quarantined id, read in a background thread from the moment this is created.
 
     The scan mostly waits on DynamoDB (the network, or the local server's own process), so a step
-    that starts it before reading its batch pays only what is left of it when it needs the ids.
-    :meth:`ids` returns the set, or re-raises the scan's error.
+    that starts it before reading and parsing its batch pays only what is left of it when the ids
+    are first needed. It is a collection of the ids: the first use waits for the scan (and
+    re-raises its error), so the quarantine filter can be handed this before the scan is done.
     """
 
     def __init__(self, quarantine: Quarantine):
@@ -99,6 +101,15 @@ class QuarantineRead:
     def ids(self) -> frozenset[str]:
         return self._ids.result()
 
+    def __contains__(self, record_id: object) -> bool:
+        return record_id in self.ids()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
 
 class QuarantineResource(ConfigurableResource):
     def quarantine(self) -> Quarantine:
@@ -106,5 +117,5 @@ class QuarantineResource(ConfigurableResource):
         return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
 
     def read_in_background(self) -> QuarantineRead:
-        """Start reading every quarantined id now; collect them with ``.ids()``."""
+        """Start reading every quarantined id now; the result is a collection of them."""
         return QuarantineRead(self.quarantine())

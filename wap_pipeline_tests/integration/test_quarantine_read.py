@@ -1,11 +1,13 @@
 """The quarantine read the standardized step starts in the background, against the local server."""
 
+import pyarrow as pa
 import pytest
 from botocore.exceptions import ClientError
 
 from wap_pipeline import aws
 from wap_pipeline.provision import provision
 from wap_pipeline.resources.quarantine import Quarantine, QuarantineRead
+from wap_pipeline.rules.quarantine import quarantine_mask
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +33,16 @@ def test_background_read_failure_surfaces_when_the_ids_are_collected(stack):
 
     with pytest.raises(ClientError, match="ResourceNotFoundException"):
         read.ids()
+
+
+def test_the_quarantine_filter_takes_the_read_before_the_scan_is_done(stack):
+    """standardize() is handed the background read itself; its first use waits for the scan."""
+    provision(stack)
+    quarantine = Quarantine(aws.client("dynamodb", stack), stack.quarantine_table)
+    quarantine.add("evt_bad", reason="test")
+    rows = pa.table({"event_id": ["evt_ok", "evt_bad", "evt_bad"], "is_replay": [False, False, True]})
+
+    mask = quarantine_mask(rows, QuarantineRead(quarantine))
+
+    assert mask.to_pylist() == [False, True, False]
+    assert "evt_bad" in QuarantineRead(quarantine) and len(QuarantineRead(quarantine)) == 1

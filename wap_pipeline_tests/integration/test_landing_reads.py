@@ -1,0 +1,49 @@
+"""Reading a batch's landing files with GETs in flight, against the local server."""
+
+from datetime import UTC, datetime
+
+import pytest
+from botocore.exceptions import ClientError
+
+from wap_pipeline import aws
+from wap_pipeline.ingest.landing import LandingObject, read_landed_files
+from wap_pipeline.provision import provision
+
+pytestmark = pytest.mark.integration
+
+
+def _land(s3, bucket: str, count: int) -> list[LandingObject]:
+    files = []
+    for number in range(count):
+        key = f"landing/test/file-{number:03d}"
+        body = f'{{"n": {number}}}\n'.encode() * (number + 1)
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        files.append(LandingObject(key, len(body), datetime.now(UTC)))
+    return files
+
+
+def test_files_come_back_in_manifest_order_with_their_content(stack):
+    provision(stack)
+    s3 = aws.client("s3", stack)
+    files = _land(s3, stack.landing_bucket, 7)
+    shuffled = [files[i] for i in (3, 0, 6, 1, 5, 2, 4)]
+
+    read = list(read_landed_files(s3, stack.landing_bucket, shuffled, ahead=2))
+
+    assert [landed.key for landed, _ in read] == [f.key for f in shuffled]
+    for landed, data in read:
+        number = int(landed.key[-3:])
+        assert data == f'{{"n": {number}}}\n'.encode() * (number + 1)
+        assert len(data) == landed.size
+
+
+def test_a_missing_file_fails_the_read_at_that_file(stack):
+    provision(stack)
+    s3 = aws.client("s3", stack)
+    files = _land(s3, stack.landing_bucket, 3)
+    missing = LandingObject("landing/test/never-landed", 1, datetime.now(UTC))
+    reader = read_landed_files(s3, stack.landing_bucket, [files[0], missing, files[1]], ahead=3)
+
+    assert next(reader)[0] == files[0]
+    with pytest.raises(ClientError, match="NoSuchKey"):
+        next(reader)
