@@ -48,9 +48,24 @@ class MergePlan:
 
 
 def _first_per_key(rows: pa.Table) -> pa.Table:
-    """The highest-precedence row of each key."""
+    """The highest-precedence row of each key.
+
+    Most keys occur once in a batch: only the rows of repeated keys are sorted (a sort of the whole
+    batch by four columns was the larger part of the curated step). A row without a key stands alone.
+    """
     if rows.num_rows == 0:
         return rows
+    counts = pc.value_counts(rows[KEY])
+    repeated = counts.field("values").filter(
+        pc.and_(pc.greater(counts.field("counts"), 1), pc.is_valid(counts.field("values")))
+    )
+    if len(repeated) == 0:
+        return rows
+    in_repeated = pc.is_in(rows[KEY], value_set=repeated, skip_nulls=True)
+    return pa.concat_tables([rows.filter(pc.invert(in_repeated)), _first_of_sorted(rows.filter(in_repeated))])
+
+
+def _first_of_sorted(rows: pa.Table) -> pa.Table:
     ordered = rows.sort_by([(KEY, "ascending"), *_PRECEDENCE])
     keys = ordered[KEY].combine_chunks()
     changed = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))

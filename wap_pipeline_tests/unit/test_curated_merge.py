@@ -1,6 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wap_pipeline.rules.curated import daily_totals, dedup_window, duplicate_keys, event_days, plan_merge
 
@@ -176,3 +178,45 @@ def test_a_later_resend_of_the_same_payload_is_skipped_not_rewritten():
     assert plan.superseded_keys == ["b"]
     replay = plan_merge(incoming.slice(2, 1), current)
     assert (replay.superseded, replay.skipped) == (1, 0), "a replay supersedes even an identical payload"
+
+
+_COPIES = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d", None]),
+        st.booleans(),
+        st.integers(0, 3),
+        st.integers(0, 3),
+        st.integers(0, 1_000_000),
+    ),
+    max_size=40,
+)
+
+
+def _as_rows(table: pa.Table) -> list[tuple]:
+    return sorted((tuple(r.values()) for r in table.to_pylist()), key=repr)
+
+
+@given(_COPIES)
+@settings(max_examples=200, deadline=None)
+def test_the_winner_of_each_key_is_what_a_full_sort_by_precedence_picks(copies):
+    """Only repeated keys are sorted: the result is the first row per key of the whole batch
+    sorted by key and precedence (keyless rows each stand alone), whatever the mix."""
+    batch = rows(*copies)
+    everything_sorted = batch.sort_by(
+        [
+            ("idempotency_key", "ascending"),
+            ("is_replay", "descending"),
+            ("event_timestamp", "descending"),
+            ("sent_timestamp", "descending"),
+        ]
+    )
+    expected, previous = [], object()
+    for row in everything_sorted.to_pylist():
+        if row["idempotency_key"] is None or row["idempotency_key"] != previous:
+            expected.append(row)
+        previous = row["idempotency_key"]
+
+    plan = plan_merge(batch, SCHEMA.empty_table())
+
+    assert _as_rows(plan.winners) == _as_rows(pa.Table.from_pylist(expected, schema=SCHEMA))
+    assert plan.inserted + plan.skipped == len(copies)
