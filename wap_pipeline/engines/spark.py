@@ -354,15 +354,15 @@ class SparkEngine:
         table.manage_snapshots().remove_branch(branch).commit()
 
     def compact_days(self, table: Table, days: list[date], min_files: int) -> compaction.CompactionResult:
-        """``CALL <catalog>.system.rewrite_data_files`` on the days that hold ``min_files`` small files:
-        Iceberg's own bin-pack rewrite, one ``replace`` snapshot (no batch id), rows unchanged."""
+        """``CALL <catalog>.system.rewrite_data_files`` on the days where a size tier holds ``min_files``
+        small files (the same trigger as the arrow engine's): Iceberg's own bin-pack of the day's small
+        files, one ``replace`` snapshot (no batch id), rows unchanged."""
         if min_files < 2:
             return compaction.CompactionResult()
         table.refresh()
+        due = compaction.plan_compaction(table, days, min_files)
         groups = {
-            day: tasks
-            for day, tasks in compaction.small_files_by_day(table, days).items()
-            if len(tasks) >= min_files
+            day: tasks for day, tasks in compaction.small_files_by_day(table, days).items() if day in due
         }
         if not groups:
             return compaction.CompactionResult()

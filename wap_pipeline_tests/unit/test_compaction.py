@@ -8,7 +8,7 @@ import pytest
 from pyiceberg.catalog import load_catalog
 
 from wap_pipeline.engines.arrow import ArrowEngine
-from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg import compaction, wap
 from wap_pipeline.iceberg.compaction import COMPACTION_PROPERTY, compact_days, small_files_by_day
 from wap_pipeline.iceberg.schemas import ensure_tables
 
@@ -113,3 +113,35 @@ def test_compaction_is_off_below_two_files_and_a_no_op_without_small_files(curat
     assert compact_days(curated, [day(5)], min_files=2).days == []
     curated.refresh()
     assert curated.current_snapshot().snapshot_id == head
+
+
+def test_size_tiers_grow_by_the_fanout():
+    floor = compaction.TIER_FLOOR_BYTES
+    assert [compaction.size_tier(size, 8) for size in (0, floor - 1, floor, 8 * floor - 1, 8 * floor)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+    ]
+
+
+def test_a_compacted_file_is_not_rewritten_with_every_new_batch(curated, monkeypatch):
+    """Size tiers: the files a compaction wrote wait for files of their own size; new batches' small
+    files are compacted among themselves (a day's rewrite cost does not grow with its history)."""
+    merge(curated, 1, [0])
+    one_file = curated.scan().plan_files().__iter__().__next__().file.file_size_in_bytes
+    monkeypatch.setattr(compaction, "TIER_FLOOR_BYTES", one_file + 1)  # a batch's file: tier 0
+    for batch in range(2, 5):
+        merge(curated, batch, [0])
+    first = compact_days(curated, [day(0)], min_files=4)
+    assert (first.files_before, first.files_after) == (4, 1)
+    for batch in range(5, 8):
+        merge(curated, batch, [0])
+    assert compact_days(curated, [day(0)], min_files=4).days == []  # 3 new small files + 1 of tier 1
+    merge(curated, 8, [0])
+    second = compact_days(curated, [day(0)], min_files=4)
+    assert (second.files_before, second.files_after, second.rows) == (4, 1, 16), "only the new tier-0 files"
+    curated.refresh()
+    assert len(small_files_by_day(curated, [day(0)])[day(0)]) == 2
+    assert wap.row_count(curated) == 32 == curated.scan().to_arrow().num_rows
