@@ -76,6 +76,9 @@ class Settings:
     # The curated freshness check fails when a batch published to standardized has waited longer
     # than this for curated.
     curated_max_lag_minutes: int = 30
+    # The curated step compacts each day its batch touched once the day holds this many small files
+    # (every batch adds one per day it touches); 0 turns compaction off.
+    curated_compact_min_files: int = 8
     # What data-patcher may touch (comma-separated). Empty: the ingest queue / the landing bucket only.
     patcher_allowed_queues: str = ""
     patcher_allowed_buckets: str = ""

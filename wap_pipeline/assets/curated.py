@@ -6,6 +6,12 @@ inside the batch's deduplication window, so the cost follows the batch, not the 
 and commits the deletes of superseded rows and the inserts in a single transaction: a crash commits
 nothing. The commit's snapshot summary records the batch's accounting, which the checks verify
 against what Iceberg actually committed.
+
+Then, in the same step (the same single writer), the days the batch touched are compacted once they
+hold ``WAP_CURATED_COMPACT_MIN_FILES`` small files (:mod:`wap_pipeline.iceberg.compaction`): every
+batch adds a file to each day it touches, and without compaction the next batch's lookup, the checks
+and the daily totals would open one more file per batch of history. The compaction commit changes no
+row and carries no batch id, so the batch's own commit stays the one the checks and status read.
 """
 
 from datetime import UTC, datetime
@@ -136,6 +142,12 @@ def curated_events(
             TOTAL_BEFORE: str(wap.row_count(table)),
         }
         io.commit_merge(table, plan, window, properties)  # deletes + inserts, one atomic step on main
+        compacted = io.compact_days(table, touched, Settings.from_env().curated_compact_min_files)
+        if compacted.days:
+            context.log.info(
+                f"compacted curated days {[d.isoformat() for d in compacted.days]}: "
+                f"{compacted.files_before} files -> {compacted.files_after}, {compacted.rows} rows"
+            )
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
@@ -145,6 +157,8 @@ def curated_events(
                 "skipped_duplicates": plan.skipped,
                 "keys_looked_up_in_window": current.num_rows,
                 "touched_days": MetadataValue.json([d.isoformat() for d in touched]),
+                "compacted_days": MetadataValue.json([d.isoformat() for d in compacted.days]),
+                "compacted_files": f"{compacted.files_before} -> {compacted.files_after}",
             }
         )
 

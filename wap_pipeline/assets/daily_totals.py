@@ -4,6 +4,10 @@ Incremental: a batch recomputes only the days its curated commit touched (record
 summary, including the days of rows it superseded), from curated itself, and replaces those days in
 one overwrite. Recomputing from curated makes it idempotent and independent of the order batches
 finish in. Downstream of curated's blocking checks: a failed check keeps wrong totals from publishing.
+
+Nothing reads this table's history (it is recomputed, never replayed), so it keeps only its newest
+``DAILY_TOTALS_SNAPSHOTS_KEPT`` snapshots: otherwise every batch's overwrite would make the next one
+slower (PyIceberg copies the whole table metadata, every snapshot included, several times per commit).
 """
 
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,6 +26,7 @@ from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResourc
 from wap_pipeline.rules.curated import EVENT_TIME, DedupWindow, daily_totals
 
 DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
+DAILY_TOTALS_SNAPSHOTS_KEPT = 10
 
 
 def _days_range(days: list[date]) -> DedupWindow:
@@ -68,6 +73,7 @@ def curated_daily_totals(
             overwrite_filter=In("event_date", [d.isoformat() for d in days]),
             snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id},
         )
+        expired = wap.expire_history(totals_table, DAILY_TOTALS_SNAPSHOTS_KEPT)
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
@@ -76,5 +82,6 @@ def curated_daily_totals(
                 "curated_rows_read": rows.num_rows,
                 "events": int(pc.sum(totals["events"]).as_py() or 0),
                 "amount_minor": int(pc.sum(totals["amount_minor"]).as_py() or 0),
+                "snapshots_expired": len(expired),
             }
         )

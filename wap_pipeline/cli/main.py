@@ -255,15 +255,12 @@ def branches_list() -> None:
     """Every audit branch, whether it was published, and the retention of abandoned ones."""
     from datetime import datetime
 
-    from pyiceberg.table.snapshots import ancestors_of
-
     from wap_pipeline.iceberg import wap
     from wap_pipeline.iceberg.catalog import load_wap_catalog
     from wap_pipeline.iceberg.schemas import ensure_tables
 
     table = ensure_tables(load_wap_catalog(_settings()))["standardized"]
-    head = table.current_snapshot()
-    on_main = {s.snapshot_id for s in ancestors_of(head, table.metadata)} if head else set()
+    on_main = {s.snapshot_id for s in wap.history(table.metadata, table.current_snapshot())}
     for name, ref in sorted(table.metadata.refs.items()):
         if not name.startswith(wap.BRANCH_PREFIX):
             continue

@@ -13,6 +13,9 @@ I/O around them. Each engine has the same methods, named after :mod:`wap_pipelin
                                                         event_timestamp in the dedup window
 ``commit_merge(table, plan, window, properties)``       the curated commit of a MergePlan (superseded
                                                         rows deleted inside the window), atomic on main
+``compact_days(table, days, min_files)``                rewrite each of ``days`` holding >= min_files
+                                                        small files into few files, rows unchanged, in
+                                                        one commit with no batch id
 
 * ``arrow`` (default): PyIceberg + Arrow in-process (:mod:`wap_pipeline.engines.arrow`).
 * ``spark``: a SparkSession from dagster-pyspark's ``PySparkResource`` with Iceberg's Spark runtime,
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from typing import Protocol
 
 import pyarrow as pa
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
+from wap_pipeline.iceberg.compaction import CompactionResult
 from wap_pipeline.rules.curated import DedupWindow, MergePlan
 from wap_pipeline.settings import ENGINES, Settings
 
@@ -56,6 +61,8 @@ class Engine(Protocol):
     def commit_merge(
         self, table: Table, plan: MergePlan, window: DedupWindow | None, properties: dict[str, str]
     ) -> None: ...
+
+    def compact_days(self, table: Table, days: list[date], min_files: int) -> CompactionResult: ...
 
 
 def resolve_engine(configured: str | None = None, environ: Mapping[str, str] | None = None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import And, In
@@ -10,7 +12,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from wap_pipeline.engines import conform
 from wap_pipeline.faults import fault_point
-from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg import compaction, wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.rules.curated import KEY, DedupWindow, MergePlan
 
@@ -54,3 +56,6 @@ class ArrowEngine:
                 tx.delete(superseded, snapshot_properties=properties)
             tx.append(plan.winners.cast(table.schema().as_arrow()), snapshot_properties=properties)
             fault_point("curated.before_commit")
+
+    def compact_days(self, table: Table, days: list[date], min_files: int) -> compaction.CompactionResult:
+        return compaction.compact_days(table, days, min_files)

@@ -33,6 +33,7 @@ import glob
 import os
 import threading
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,7 +42,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from wap_pipeline.engines import conform
 from wap_pipeline.faults import fault_point
-from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg import compaction, wap
 from wap_pipeline.iceberg.catalog import configured_properties, default_catalog_properties
 from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan
 from wap_pipeline.settings import Settings
@@ -351,3 +352,33 @@ class SparkEngine:
         self.fast_forward(table, branch)
         table.refresh()
         table.manage_snapshots().remove_branch(branch).commit()
+
+    def compact_days(self, table: Table, days: list[date], min_files: int) -> compaction.CompactionResult:
+        """``CALL <catalog>.system.rewrite_data_files`` on the days where a size tier holds ``min_files``
+        small files (the same trigger as the arrow engine's): Iceberg's own bin-pack of the day's small
+        files, one ``replace`` snapshot (no batch id), rows unchanged."""
+        if min_files < 2:
+            return compaction.CompactionResult()
+        table.refresh()
+        due = compaction.plan_compaction(table, days, min_files)
+        groups = {
+            day: tasks for day, tasks in compaction.small_files_by_day(table, days).items() if day in due
+        }
+        if not groups:
+            return compaction.CompactionResult()
+        where = " OR ".join(
+            f"({_window_sql(DedupWindow(start, start + timedelta(days=1)))})"
+            for start in (datetime.combine(day, time(), UTC) for day in sorted(groups))
+        )
+        row = self.session.sql(
+            f"CALL {_quote(self.catalog_name)}.system.rewrite_data_files("
+            f"table => '{self._table_name(table)}', where => \"{where}\", "
+            f"options => map('min-input-files', '{min_files}'))"
+        ).collect()[0]
+        table.refresh()
+        return compaction.CompactionResult(
+            sorted(groups),
+            int(row["rewritten_data_files_count"]),
+            int(row["added_data_files_count"]),
+            sum(task.file.record_count for tasks in groups.values() for task in tasks),
+        )

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import pyarrow as pa
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot, ancestors_of
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
 
 MAIN = "main"
 BATCH_ID_PROPERTY = "wap.batch-id"
@@ -79,6 +81,24 @@ def main_snapshot(table: Table) -> Snapshot | None:
     return table.current_snapshot()
 
 
+def history(metadata: TableMetadata, head: Snapshot | None) -> Iterator[Snapshot]:
+    """``head`` and its ancestors, newest first.
+
+    PyIceberg's ``ancestors_of`` finds each parent with ``snapshot_by_id``, a linear scan of every
+    snapshot of the table, so a walk costs (history x history); every batch walks main's history
+    several times ("already published?", the checks, status). One id index makes a walk linear.
+    """
+    by_id = {snapshot.snapshot_id: snapshot for snapshot in metadata.snapshots}
+    snapshot = head
+    while snapshot is not None:
+        yield snapshot
+        snapshot = by_id.get(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id is not None else None
+
+
+def _batch_of(snapshot: Snapshot) -> str | None:
+    return snapshot.summary.get(BATCH_ID_PROPERTY) if snapshot.summary is not None else None
+
+
 def create_branch_from_main(table: Table, name: str) -> int:
     """Create ``name`` at main's head and return the head's snapshot id.
 
@@ -121,7 +141,7 @@ def fast_forward(table: Table, branch: str) -> Snapshot:
     branch_head = metadata.snapshot_by_id(metadata.refs[branch].snapshot_id)
     main_head = main_snapshot(table)
     if main_head is not None:
-        ancestry = {s.snapshot_id for s in ancestors_of(branch_head, metadata)}
+        ancestry = {s.snapshot_id for s in history(metadata, branch_head)}
         if main_head.snapshot_id not in ancestry:
             raise NotFastForwardError(
                 f"main is at snapshot {main_head.snapshot_id}, which is not an ancestor of {branch} "
@@ -140,51 +160,42 @@ def row_count(table: Table) -> int:
 
 
 def published_snapshot(table: Table, batch_id: str) -> Snapshot | None:
-    """The snapshot on main's history that published ``batch_id``, if any."""
+    """The snapshot on main's history that published ``batch_id``, if any (the idempotency guard:
+    the whole history is searched, so a re-run of any old batch is recognised; it stops at the first
+    match, and a recent batch is near the head)."""
     table.refresh()
-    head = main_snapshot(table)
-    if head is None:
-        return None
-    for snapshot in ancestors_of(head, table.metadata):
-        if snapshot.summary is not None and snapshot.summary.get(BATCH_ID_PROPERTY) == batch_id:
+    for snapshot in history(table.metadata, main_snapshot(table)):
+        if _batch_of(snapshot) == batch_id:
             return snapshot
     return None
 
 
 def batch_snapshots(table: Table, batch_id: str) -> list[Snapshot]:
     """The snapshots on main's history that carry ``batch_id``, oldest first (a transaction that
-    deletes and appends commits two)."""
+    deletes and appends commits two).
+
+    A batch's snapshots are one commit -- one transaction, or one fast-forward of a branch -- so they
+    are consecutive on main: the walk stops at the first snapshot past them.
+    """
     table.refresh()
-    head = main_snapshot(table)
-    if head is None:
-        return []
-    found = [
-        s
-        for s in ancestors_of(head, table.metadata)
-        if s.summary is not None and s.summary.get(BATCH_ID_PROPERTY) == batch_id
-    ]
+    found: list[Snapshot] = []
+    for snapshot in history(table.metadata, main_snapshot(table)):
+        if _batch_of(snapshot) == batch_id:
+            found.append(snapshot)
+        elif found:
+            break
     return found[::-1]
 
 
 def published_batches(table: Table) -> list[str]:
     """Batch ids published on main, oldest first, each once (a curated batch commits two snapshots)."""
-    head = main_snapshot(table)
-    if head is None:
-        return []
-    batches = [
-        s.summary.get(BATCH_ID_PROPERTY)
-        for s in ancestors_of(head, table.metadata)
-        if s.summary is not None and s.summary.get(BATCH_ID_PROPERTY)
-    ]
+    batches = [b for s in history(table.metadata, main_snapshot(table)) if (b := _batch_of(s))]
     return list(dict.fromkeys(reversed(batches)))
 
 
 def bookmark(table: Table) -> dict[str, str] | None:
     """Batch id and ingest bookmark of the last publish on main."""
-    head = main_snapshot(table)
-    if head is None:
-        return None
-    for snapshot in ancestors_of(head, table.metadata):
+    for snapshot in history(table.metadata, main_snapshot(table)):
         summary = snapshot.summary
         if summary is not None and summary.get(BATCH_ID_PROPERTY):
             return {
@@ -192,6 +203,28 @@ def bookmark(table: Table) -> dict[str, str] | None:
                 "bookmark": summary.get(BOOKMARK_PROPERTY, ""),
             }
     return None
+
+
+def expire_history(table: Table, keep: int) -> list[int]:
+    """Forget all but the newest ``keep`` snapshots of main's history, once it holds twice that many.
+
+    Only for a table whose history nobody reads -- ``curated/daily_totals``, recomputed from curated by
+    every batch. Every commit PyIceberg makes deep-copies the table's metadata several times, so a
+    table whose snapshots only accumulate makes each commit slower than the last. Branch and tag
+    heads are never expired (PyIceberg protects them). Data files are not deleted (PyIceberg's expiry
+    removes metadata only); orphan-file removal is a separate maintenance job.
+    """
+    table.refresh()
+    on_main = list(history(table.metadata, main_snapshot(table)))
+    if keep < 1 or len(table.metadata.snapshots) < 2 * keep:
+        return []
+    kept = {s.snapshot_id for s in on_main[:keep]}
+    expired = [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id not in kept]
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    expired = [snapshot_id for snapshot_id in expired if snapshot_id not in protected]
+    if expired:
+        table.maintenance.expire_snapshots().by_ids(expired).commit()
+    return expired
 
 
 def abandon_branch(table: Table, branch: str, reason: str, retention_ms: int) -> None:
@@ -205,7 +238,7 @@ def _unfinished_branches(table: Table) -> list[tuple[str, int]]:
     """Audit branches that were neither published nor abandoned -- their run died before it could
     record either -- with the time of their head snapshot."""
     head = main_snapshot(table)
-    on_main = {s.snapshot_id for s in ancestors_of(head, table.metadata)} if head else set()
+    on_main = {s.snapshot_id for s in history(table.metadata, head)}
     found = []
     for name, ref in table.metadata.refs.items():
         if (

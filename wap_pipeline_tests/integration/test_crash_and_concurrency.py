@@ -123,9 +123,7 @@ def _concurrent_publish(stack, monkeypatch, tmp_path: Path) -> None:
 
     batch = the_batch()
     standardized = tables(stack)["standardized"]
-    ancestry = {
-        s.snapshot_id for s in wap.ancestors_of(standardized.current_snapshot(), standardized.metadata)
-    }
+    ancestry = {s.snapshot_id for s in wap.history(standardized.metadata, standardized.current_snapshot())}
     assert moved_to in ancestry, "the other writer's commit was kept"
     assert wap.branches_of_batch(standardized, batch) == [wap.branch_name(batch), wap.branch_name(batch, 1)]
     first = standardized.metadata.refs[wap.branch_name(batch)].snapshot_id

@@ -285,3 +285,42 @@ def test_engines_share_a_postgresql_catalog(
     assert wap.scan_batch(standardized, wap.branch_name("b3"), "b3").num_rows == 10, (
         "Spark wrote the failed branch"
     )
+
+
+def test_spark_compaction_rewrites_a_day_without_changing_rows(use_catalog, spark_engine_runtime):
+    """The Spark engine compacts with Iceberg's rewrite_data_files: fewer files, same rows, no batch id."""
+    from wap_pipeline.iceberg.compaction import small_files_by_day
+
+    settings = use_catalog("compact")
+    curated = ensure_tables(load_wap_catalog(settings))["curated"]
+    when = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    for batch in range(1, 5):
+        rows = [
+            {
+                "idempotency_key": f"k-{batch}-{n}",
+                "event_timestamp": when + timedelta(minutes=batch),
+                "payload": "{}",
+                "batch_id": f"b{batch}",
+                "is_replay": False,
+                "curated_at": when,
+            }
+            for n in range(3)
+        ]
+        curated.append(
+            pa.Table.from_pylist(rows, schema=curated.schema().as_arrow()),
+            snapshot_properties={wap.BATCH_ID_PROPERTY: f"b{batch}"},
+        )
+    before = content(curated, ("idempotency_key",))
+    total = wap.row_count(curated)
+
+    result = SparkEngine.from_settings(settings).compact_days(curated, [when.date()], min_files=3)
+
+    assert (result.days, result.files_before, result.files_after, result.rows) == ([when.date()], 4, 1, 12)
+    curated.refresh()
+    assert content(curated, ("idempotency_key",)) == before
+    assert wap.row_count(curated) == total
+    assert len(small_files_by_day(curated, [when.date()])[when.date()]) == 1
+    head = curated.current_snapshot()
+    assert head.summary.operation.value == "replace"
+    assert wap.BATCH_ID_PROPERTY not in head.summary.additional_properties
+    assert wap.published_batches(curated) == ["b1", "b2", "b3", "b4"]
