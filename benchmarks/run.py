@@ -590,7 +590,8 @@ def instrument(timings: Timings) -> list[Callable[[], None]]:
     return [
         timings.wrap(Quarantine, "ids", "quarantine_read"),
         timings.wrap(wap, "create_branch_from_main", "branch"),
-        timings.wrap(wap, "write_to_branch", "branch_write"),
+        # Standardizing streams into the branch write: this includes parsing the chunks.
+        timings.wrap(wap, "write_new_branch", "branch_write"),
         timings.wrap(wap, "fast_forward", "publish"),
     ]
 
@@ -776,7 +777,8 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
     ]
     steps = run["steps"]
     q = inrun.get("quarantine_read", 0.0)
-    wap_in_run = sum(inrun.get(k, 0.0) for k in ("branch", "branch_write", "publish"))
+    # write_new_branch creates the branch itself, and the chunks it writes are standardized as it goes.
+    wap_in_run = sum(inrun.get(k, 0.0) for k in ("branch_write", "publish"))
     lines.append(_stage_line("raw append", steps["raw append"], n, floor_s))
     lines.append(
         _stage_line(
@@ -785,7 +787,8 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
             n,
             floor_s,
             f"of which quarantine read {q:.2f} s (DynamoDB scan of {results['args']['quarantined']:,} ids on "
-            f"the local server), branch + branch write + publish {wap_in_run:.2f} s",
+            f"the local server), read + standardize + branch write (streamed together) + publish "
+            f"{wap_in_run:.2f} s",
         )
     )
     lines.append(_stage_line("curated", steps["curated"], m["rows"]["standardized"], floor_s))
