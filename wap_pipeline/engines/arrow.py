@@ -28,7 +28,7 @@ def day_chunks(rows: pa.Table, max_bytes: int = wap.CHUNK_BYTES) -> Iterator[pa.
     if rows.num_rows == 0:
         return
     days = pc.cast(pc.cast(rows[EVENT_TIME], pa.timestamp("us", tz="UTC")), pa.date32())
-    order = pc.sort_indices(days, null_placement="at_end")
+    order = pc.sort_indices(days)
     day_values = pc.fill_null(pc.cast(days.take(order), pa.int32()), -(2**31)).to_numpy()
     starts = np.flatnonzero(np.r_[True, day_values[1:] != day_values[:-1]])
     ends = np.r_[starts[1:], len(day_values)]
