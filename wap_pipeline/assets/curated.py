@@ -129,10 +129,10 @@ def curated_events(
             )
         else:
             current = incoming.schema.empty_table()
-        plan = plan_merge(incoming, current)
-        del incoming, keys  # the winners are their own copy: only they are written
+        plan = plan_merge(incoming, current)  # names the winners by row; the engine writes them
+        del incoming, keys
         replaced = current.filter(pc.is_in(current[KEY], pa.array(plan.superseded_keys, pa.string())))
-        touched = sorted(set(event_days(plan.winners)) | set(event_days(replaced)))
+        touched = sorted(set(event_days(plan.winners_of([EVENT_TIME]))) | set(event_days(replaced)))
         properties = {
             wap.BATCH_ID_PROPERTY: batch_id,
             STANDARDIZED_ROWS: str(standardized_rows),

@@ -18,24 +18,31 @@ from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan
 
 
-def day_chunks(rows: pa.Table, max_bytes: int = wap.CHUNK_BYTES) -> Iterator[pa.Table]:
-    """``rows`` one event day at a time, in pieces of at most about ``max_bytes``.
+def day_chunks(
+    rows: pa.Table, indices: pa.Array | None = None, max_bytes: int = wap.CHUNK_BYTES
+) -> Iterator[pa.Table]:
+    """The rows at ``indices`` (all rows by default), one event day at a time, in pieces of at most
+    about ``max_bytes``.
 
     Curated is partitioned by day: PyIceberg splits what it writes by partition with a filtered copy
-    per partition. Sorting the row indices by day once and taking one bounded piece at a time keeps a
-    single piece's copies in memory instead of the whole batch's.
+    per partition. Sorting the indices by day once and taking one bounded piece at a time keeps a
+    single piece's copies in memory, never a copy of the whole batch.
     """
-    if rows.num_rows == 0:
+    if indices is None:
+        indices = pa.array(np.arange(rows.num_rows, dtype=np.int64))
+    if len(indices) == 0:
         return
-    days = pc.cast(pc.cast(rows[EVENT_TIME], pa.timestamp("us", tz="UTC")), pa.date32())
+    times = pc.cast(rows[EVENT_TIME].take(indices), pa.timestamp("us", tz="UTC"))
+    days = pc.cast(times, pa.date32())
     order = pc.sort_indices(days)
+    ordered = indices.take(order)
     day_values = pc.fill_null(pc.cast(days.take(order), pa.int32()), -(2**31)).to_numpy()
     starts = np.flatnonzero(np.r_[True, day_values[1:] != day_values[:-1]])
     ends = np.r_[starts[1:], len(day_values)]
-    per_piece = max(1, int(max_bytes / max(1.0, rows.nbytes / rows.num_rows)))
+    per_piece = max(1, int(max_bytes / max(1.0, rows.nbytes / max(1, rows.num_rows))))
     for start, end in zip(starts, ends, strict=True):
         for piece in range(start, end, per_piece):
-            yield rows.take(order.slice(piece, min(per_piece, end - piece)))
+            yield rows.take(ordered.slice(piece, min(per_piece, end - piece)))
 
 
 class ArrowEngine:
@@ -84,7 +91,7 @@ class ArrowEngine:
         """Deletes of superseded keys (inside the window) and the inserts in one transaction: a crash
         commits nothing. The inserts' data files are written first, a day piece at a time."""
         with wap.StagedAppend(table) as staged:
-            staged.write_all(day_chunks(plan.winners))
+            staged.write_all(day_chunks(plan.rows, plan.winner_rows))
             with table.transaction() as tx:
                 if plan.superseded_keys:
                     superseded = And(In(KEY, plan.superseded_keys), window_filter(window))

@@ -35,8 +35,11 @@ _PRECEDENCE = (
 
 @dataclass(frozen=True)
 class MergePlan:
-    winners: pa.Table
-    """Rows to write: new keys and keys whose curated row they supersede."""
+    rows: pa.Table
+    """The batch's rows the plan was made from."""
+    winner_rows: pa.Array
+    """Indices into ``rows`` of the rows to write: new keys and keys whose curated row they supersede.
+    Indices, not a copy: a writer can take the winners a bounded piece at a time."""
     superseded_keys: list[str]
     """Keys whose current curated row is replaced (delete, then insert the winner)."""
     inserted: int
@@ -47,8 +50,21 @@ class MergePlan:
     def accounted(self) -> int:
         return self.inserted + self.superseded + self.skipped
 
+    @property
+    def winners(self) -> pa.Table:
+        """The rows to write, as one table (a copy of them)."""
+        return self.rows.take(self.winner_rows)
+
+    def winners_of(self, columns: list[str]) -> pa.Table:
+        """Some columns of the winners, without copying the others."""
+        return self.rows.select(columns).take(self.winner_rows)
+
 
 _ROW = "_row"
+
+
+def _indices(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if column.num_chunks else pa.array([], pa.int64())
 
 
 def _first_per_key(rows: pa.Table) -> pa.Table:
@@ -81,9 +97,9 @@ def plan_merge(batch_rows: pa.Table, current: pa.Table) -> MergePlan:
     ``batch_rows``: the batch's published standardized rows. ``current``: the curated rows (at least
     key and precedence columns) for the keys the batch touches.
 
-    The ordering and the join run on the key, the precedence columns and a row number only; the
-    winners' full rows are taken from ``batch_rows`` once at the end (a batch's payloads are most of
-    its bytes: sorting and joining them would copy the batch several times).
+    The ordering and the join run on the key, the precedence columns and a row number only, and the
+    plan names the winners by row number: a batch's payloads are most of its bytes, and sorting,
+    joining and filtering them would copy the batch several times.
     """
     precedence = [name for name, _ in _PRECEDENCE]
     narrow = batch_rows.select([KEY, *precedence]).append_column(
@@ -92,7 +108,7 @@ def plan_merge(batch_rows: pa.Table, current: pa.Table) -> MergePlan:
     candidates = _first_per_key(narrow)
     skipped = batch_rows.num_rows - candidates.num_rows
     if current.num_rows == 0:
-        return MergePlan(batch_rows.take(candidates[_ROW]), [], candidates.num_rows, 0, skipped)
+        return MergePlan(batch_rows, _indices(candidates[_ROW]), [], candidates.num_rows, 0, skipped)
     compare_payload = PAYLOAD in batch_rows.column_names and PAYLOAD in current.column_names
     compared = precedence + ([PAYLOAD] if compare_payload else [])
     existing = current.select([KEY, *compared]).rename_columns(
@@ -117,12 +133,12 @@ def plan_merge(batch_rows: pa.Table, current: pa.Table) -> MergePlan:
         )
         beats = pc.and_(beats, pc.invert(same_copy))
     wins = pc.or_(is_new, beats)
-    winners = batch_rows.take(joined[_ROW].filter(wins))
+    winners = _indices(joined[_ROW].filter(wins))
     superseded_keys = joined[KEY].filter(pc.and_(wins, pc.invert(is_new)))
     inserted = pc.sum(pc.cast(is_new, pa.int64())).as_py() or 0
     superseded = len(superseded_keys)
     skipped += candidates.num_rows - inserted - superseded
-    return MergePlan(winners, superseded_keys.to_pylist(), inserted, superseded, skipped)
+    return MergePlan(batch_rows, winners, superseded_keys.to_pylist(), inserted, superseded, skipped)
 
 
 @dataclass(frozen=True)

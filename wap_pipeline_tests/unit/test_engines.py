@@ -90,3 +90,6 @@ def test_day_chunks_hold_one_day_each_bounded_and_every_row_once():
         days = {t.date() if t else None for t in piece["event_timestamp"].to_pylist()}
         assert len(days) == 1, days
     assert list(day_chunks(rows.slice(0, 0))) == []
+    some = pa.array([40, 3, 17, 3 + 14], pa.int64())
+    taken = [n for piece in day_chunks(rows, some) for n in piece["n"].to_pylist()]
+    assert sorted(taken) == [3, 17, 17, 40], "only (and every one of) the given rows"
