@@ -116,24 +116,32 @@ def curated_events(
             return MaterializeResult(metadata={"batch_id": batch_id, "already_merged": True})
         if wap.published_snapshot(standardized, batch_id) is None:
             raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
-        batch = io.scan_batch(standardized, wap.MAIN, batch_id)
-        incoming = batch.append_column(
-            "curated_at", pa.array([datetime.now(UTC)] * batch.num_rows, pa.timestamp("us", tz="UTC"))
-        ).select(top_level_columns(table.schema()))
+        # Only the columns curated keeps: the batch is read whole (the merge needs all its keys).
+        kept = set(top_level_columns(standardized.schema()))
+        batch = io.scan_batch(
+            standardized, wap.MAIN, batch_id, tuple(c for c in top_level_columns(table.schema()) if c in kept)
+        )
+        standardized_rows = batch.num_rows
+        curated_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
+        incoming = batch.append_column("curated_at", pa.repeat(curated_at, batch.num_rows)).select(
+            top_level_columns(table.schema())
+        )
+        del batch
         window = dedup_window(incoming, Settings.from_env().curated_dedup_window_days)
-        keys = pc.unique(incoming[KEY]).to_pylist()
-        if table.current_snapshot() is not None and keys and window is not None:
+        keys = pc.unique(incoming[KEY])
+        if table.current_snapshot() is not None and len(keys) and window is not None:
             current = io.scan_keys(
                 table, keys, window, (KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD)
             )
         else:
             current = incoming.schema.empty_table()
-        plan = plan_merge(incoming, current)
+        plan = plan_merge(incoming, current)  # names the winners by row; the engine writes them
+        del incoming, keys
         replaced = current.filter(pc.is_in(current[KEY], pa.array(plan.superseded_keys, pa.string())))
-        touched = sorted(set(event_days(plan.winners)) | set(event_days(replaced)))
+        touched = sorted(set(event_days(plan.winners_of([EVENT_TIME]))) | set(event_days(replaced)))
         properties = {
             wap.BATCH_ID_PROPERTY: batch_id,
-            STANDARDIZED_ROWS: str(batch.num_rows),
+            STANDARDIZED_ROWS: str(standardized_rows),
             INSERTED: str(plan.inserted),
             SUPERSEDED: str(plan.superseded),
             SKIPPED: str(plan.skipped),
@@ -151,7 +159,7 @@ def curated_events(
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
-                "standardized_rows": batch.num_rows,
+                "standardized_rows": standardized_rows,
                 "inserted": plan.inserted,
                 "superseded": plan.superseded,
                 "skipped_duplicates": plan.skipped,

@@ -1,5 +1,6 @@
 """raw/events: every landed record of the batch, as it came, plus lineage."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -9,12 +10,31 @@ from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_polic
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
-from wap_pipeline.ingest.landing import read_landed_files, read_manifest
+from wap_pipeline.ingest.landing import Manifest, read_landed_files, read_manifest
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
 from wap_pipeline.rules.envelope import raw_table
 
 RAW_KEY = AssetKey(["raw", "events"])
+
+
+def _raw_chunks(
+    s3, bucket: str, manifest: Manifest, batch_id: str, ingested_at: datetime
+) -> Iterator[pa.Table]:
+    """The batch's raw rows, landing file after landing file, in chunks of about ``CHUNK_BYTES``
+    of NDJSON: only one chunk is in memory while its data file is written."""
+    schema = RAW_SCHEMA.as_arrow()
+    group: list[pa.Table] = []
+    size = 0
+    for landed, data in read_landed_files(s3, bucket, manifest.files):  # next GETs in flight meanwhile
+        size += len(data)
+        group.append(raw_table(data, landed.key, batch_id, ingested_at, schema))  # parsed vectorised
+        del data
+        if size >= wap.CHUNK_BYTES:
+            yield pa.concat_tables(group)
+            group, size = [], 0
+    if group:
+        yield pa.concat_tables(group)
 
 
 @asset(
@@ -48,22 +68,15 @@ def raw_events(
         s3 = aws.client("s3")
         manifest = read_manifest(s3, settings.landing_bucket, settings.manifests_prefix, batch_id)
         ingested_at = datetime.now(UTC)
-        schema = RAW_SCHEMA.as_arrow()
-        # One Arrow table per landing file (parsed vectorised while the next files download),
-        # concatenated without copying.
-        files = []
-        for landed, data in read_landed_files(s3, settings.landing_bucket, manifest.files):
-            files.append(raw_table(data, landed.key, batch_id, ingested_at, schema))
-        arrow = pa.concat_tables(files) if files else schema.empty_table()
-        table.append(
-            arrow,
-            snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: manifest.bookmark},
-        )
+        # Data files written chunk by chunk, one commit for the batch.
+        with wap.StagedAppend(table) as staged:
+            staged.write_all(_raw_chunks(s3, settings.landing_bucket, manifest, batch_id, ingested_at))
+            staged.commit({wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: manifest.bookmark})
         fault_point("raw.after_append")
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
-                "rows": arrow.num_rows,
+                "rows": staged.rows,
                 "files": len(manifest.files),
                 "bytes": sum(f.size for f in manifest.files),
                 "bookmark": manifest.bookmark,

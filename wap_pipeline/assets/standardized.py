@@ -1,11 +1,13 @@
 """standardized/events: typed, audited rows, published by Write-Audit-Publish in one step.
 
 1. fail fast on a RED breaker (before reading anything);
-2. read the batch from raw, mask quarantined records (unless replays), parse into the table's
-   typed schema -- a schema mismatch stops here, naming the fields;
+2. read the batch from raw one data file at a time, mask quarantined records (unless replays),
+   parse into the table's typed schema -- a schema mismatch stops the batch, naming the fields;
 3. tag CDE violations (rows are tagged, not dropped);
-4. WRITE to a new branch ``audit_batch_<id>`` (or ``..._retry_<n>``) created at main's head, with
-   the batch id and ingest bookmark in the snapshot summary;
+4. WRITE: each chunk's data files as it is produced (2-4 stream, so memory follows a chunk); after
+   the last one, a new branch ``audit_batch_<id>`` (or ``..._retry_<n>``) at main's head and ONE
+   commit of the batch to it, with the batch id and ingest bookmark in the snapshot summary (a schema
+   mismatch leaves no branch and no commit);
 5. AUDIT the batch's rows on the branch: the blocking ``audit`` check, recorded before publishing;
 6. PUBLISH by fast-forwarding main to the branch -- data and bookmark in one atomic ref update.
 
@@ -16,6 +18,7 @@ without recording a materialization, so downstream assets do not run.
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -42,7 +45,7 @@ from wap_pipeline.resources import (
     QuarantineResource,
 )
 from wap_pipeline.rules.audit import AuditResult, count_invalid, tag_invalid
-from wap_pipeline.rules.standardize import SchemaMismatchError, StandardizeResult, standardize
+from wap_pipeline.rules.standardize import SchemaMismatchError, standardize_chunks
 from wap_pipeline.settings import Settings
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
@@ -125,13 +128,36 @@ def standardized_events(
         if raw_snapshot is None:
             raise Failure(f"batch {batch_id} is not in raw yet; materialize raw/events for it first")
         bookmark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY, "")
-        # The scan of every quarantined id runs in the background, overlapping the raw read and the
-        # parse: the filter first waits for it after parsing.
-        quarantined = quarantine.read_in_background()
-        raw_rows = io.scan_batch(raw, wap.MAIN, batch_id)
         now = datetime.now(UTC)
+        # The scan of every quarantined id runs in the background while the first chunk is read and
+        # parsed: the filter first waits for it there.
+        quarantined = quarantine.read_in_background()
+        fields, columns = payload_fields(table.schema()), top_level_columns(table.schema())
+        skipped = 0  # raw rows masked by the quarantine, counted as the chunks go by
+
+        def standardized_chunks() -> Iterator[pa.Table]:
+            # Raw rows a data file at a time: parse, mask, tag -- every rule is row-local.
+            nonlocal skipped
+            raw_chunks = io.scan_batch_chunks(raw, wap.MAIN, batch_id)
+            for result in standardize_chunks(raw_chunks, fields, now, quarantined):
+                skipped += result.skipped.num_rows
+                yield tag_invalid(result.rows, now).select(columns)
+
+        branch = wap.next_branch_name(table, batch_id)
         try:
-            result = standardize(raw_rows, payload_fields(table.schema()), now, quarantined)
+            # Each chunk's data files are written as it is standardized; the branch is created and
+            # the batch committed to it (one snapshot) only after the last chunk: a schema mismatch
+            # in any chunk leaves no branch and no commit.
+            published_rows = io.write_new_branch(
+                table,
+                branch,
+                standardized_chunks(),
+                lambda: {
+                    wap.BATCH_ID_PROPERTY: batch_id,
+                    wap.BOOKMARK_PROPERTY: bookmark,
+                    wap.QUARANTINED_ROWS_PROPERTY: str(skipped),
+                },
+            )
         except SchemaMismatchError as error:
             yield AssetCheckResult(
                 check_name=AUDIT_CHECK,
@@ -154,23 +180,6 @@ def standardized_events(
                 metadata={"batch_id": batch_id, "fields": MetadataValue.json(error.problems)},
                 allow_retries=False,
             ) from error
-        rows = tag_invalid(result.rows, now).select(top_level_columns(table.schema()))
-        rows = rows.cast(table.schema().as_arrow())
-        # The batch's raw rows and untagged rows are not needed past here: free them before the write.
-        del raw_rows
-        result = StandardizeResult(rows=result.rows.schema.empty_table(), skipped=result.skipped)
-        branch = wap.next_branch_name(table, batch_id)
-        wap.create_branch_from_main(table, branch)
-        io.write_to_branch(
-            table,
-            branch,
-            rows,
-            {
-                wap.BATCH_ID_PROPERTY: batch_id,
-                wap.BOOKMARK_PROPERTY: bookmark,
-                wap.QUARANTINED_ROWS_PROPERTY: str(result.skipped.num_rows),
-            },
-        )
         fault_point("standardized.after_branch_write")
         audit = count_invalid(
             io.scan_batch(
@@ -215,8 +224,8 @@ def standardized_events(
             metadata={
                 "batch_id": batch_id,
                 "branch": branch,
-                "rows_published": rows.num_rows,
-                "quarantined_skipped": result.skipped.num_rows,
+                "rows_published": published_rows,
+                "quarantined_skipped": skipped,
                 "snapshot_id": MetadataValue.text(str(head.snapshot_id)),
                 "bookmark": bookmark,
             }

@@ -5,8 +5,12 @@ functions in :mod:`wap_pipeline.rules` and are the same for every engine; an eng
 I/O around them. Each engine has the same methods, named after :mod:`wap_pipeline.iceberg.wap`:
 
 ``scan_batch(table, ref, batch_id, selected_fields)``   the rows of one batch on a ref, as Arrow
-``write_to_branch(table, branch, rows, properties)``    append Arrow rows to an existing branch, with
-                                                        the properties in the snapshot summary
+``scan_batch_chunks(table, ref, batch_id, fields)``     the same rows as a sequence of Arrow tables
+                                                        (bounded memory where the engine can stream)
+``write_new_branch(table, branch, chunks, properties)`` write Arrow chunks, then create the branch at
+                                                        main's head and commit them to it in ONE
+                                                        snapshot with ``properties()`` in its summary
+                                                        (a chunk that raises leaves no branch)
 ``fast_forward(table, branch)``                         move main to the branch head, only if that is
                                                         a fast-forward (else NotFastForwardError)
 ``scan_keys(table, keys, window, selected_fields)``     main's rows whose idempotency_key is in keys and
@@ -28,7 +32,7 @@ catalog metadata and stays in :mod:`wap_pipeline.iceberg.wap` for both engines.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from typing import Protocol
 
@@ -48,14 +52,22 @@ class Engine(Protocol):
         self, table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
     ) -> pa.Table: ...
 
-    def write_to_branch(
-        self, table: Table, name: str, rows: pa.Table, properties: dict[str, str]
-    ) -> None: ...
+    def scan_batch_chunks(
+        self, table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
+    ) -> Iterator[pa.Table]: ...
+
+    def write_new_branch(
+        self,
+        table: Table,
+        name: str,
+        chunks: Iterable[pa.Table],
+        properties: Callable[[], Mapping[str, str]],
+    ) -> int: ...
 
     def fast_forward(self, table: Table, branch: str) -> Snapshot: ...
 
     def scan_keys(
-        self, table: Table, keys: list[str], window: DedupWindow, selected_fields: tuple[str, ...]
+        self, table: Table, keys: pa.Array, window: DedupWindow, selected_fields: tuple[str, ...]
     ) -> pa.Table: ...
 
     def commit_merge(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -276,13 +276,29 @@ class SparkEngine:
             frame = frame.select(*selected_fields)
         return conform(to_arrow(frame), table)
 
-    def write_to_branch(self, table: Table, name: str, rows: pa.Table, properties: dict[str, str]) -> None:
-        table.refresh()
-        if name not in table.metadata.refs:
-            raise ValueError(f"branch {name} does not exist; create it from main first")
-        self._append(table, name, rows, properties)
+    def scan_batch_chunks(
+        self, table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
+    ) -> Iterator[pa.Table]:
+        """One chunk: Spark collects the batch to the driver in one go (its own memory bound)."""
+        yield self.scan_batch(table, ref, batch_id, selected_fields)
 
-    def _append(self, table: Table, ref: str, rows: pa.Table, properties: dict[str, str]) -> None:
+    def write_new_branch(
+        self,
+        table: Table,
+        name: str,
+        chunks: Iterable[pa.Table],
+        properties: Callable[[], Mapping[str, str]],
+    ) -> int:
+        """Every chunk first (a chunk that raises leaves no branch), then the branch and one Spark
+        append: Spark writes a DataFrame, so the chunks are joined on the driver."""
+        target = table.schema().as_arrow()
+        parts = [chunk.select(target.names).cast(target) for chunk in chunks]
+        rows = pa.concat_tables(parts) if parts else target.empty_table()
+        wap.create_branch_from_main(table, name)
+        self._append(table, name, rows, dict(properties()))
+        return rows.num_rows
+
+    def _append(self, table: Table, ref: str, rows: pa.Table, properties: Mapping[str, str]) -> None:
         target = self.session.table(self.identifier(table)).schema
         writer = to_spark(self.session, rows, target).writeTo(self.identifier(table, ref))
         for key, value in properties.items():
@@ -313,11 +329,11 @@ class SparkEngine:
         return head
 
     def scan_keys(
-        self, table: Table, keys: list[str], window: DedupWindow, selected_fields: tuple[str, ...]
+        self, table: Table, keys: pa.Array, window: DedupWindow, selected_fields: tuple[str, ...]
     ) -> pa.Table:
         from pyspark.sql import functions as F
 
-        wanted = self.session.createDataFrame([(key,) for key in keys], f"{KEY} string")
+        wanted = self.session.createDataFrame([(key,) for key in keys.to_pylist()], f"{KEY} string")
         frame = (
             self.session.table(self.identifier(table))
             .where(_in_window(window))

@@ -7,17 +7,27 @@ instead of being silently discarded.
 
 The batch id and the ingest bookmark travel in the snapshot summary of the commit that the branch
 points at, so fast-forwarding main publishes data and bookmark in one atomic ref update.
+
+Every layer writes a batch through :class:`StagedAppend`: data files are written chunk by chunk as
+the chunks are produced (memory follows a chunk, not the batch), then ONE fast-append commits them all
+-- one atomic snapshot per batch, exactly as a single ``append`` of the whole batch would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
 
 import pyarrow as pa
 from pyiceberg.expressions import EqualTo
-from pyiceberg.table import Table
+from pyiceberg.io.pyarrow import ArrowScan, _check_pyarrow_schema_compatible, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
@@ -39,6 +49,10 @@ BRANCH_PREFIX = "audit_batch_"
 # Recorded on each abandoned branch (as a property of the table) since PyIceberg resets ref
 # retention on append and never enforces it; cleanup reads these.
 ABANDONED_PROPERTY_PREFIX = "wap.abandoned."
+
+# Arrow bytes of one chunk a layer processes and writes as a data file: the unit of memory of a batch
+# (a batch of 1M landing lines is ~600 MB of Arrow; chunks of this size keep the peak far below that).
+CHUNK_BYTES = 64 * 2**20
 
 _RETRY_SUFFIX = re.compile(r"_retry_\d+$")
 _VALID_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -115,12 +129,119 @@ def create_branch_from_main(table: Table, name: str) -> int:
     return head.snapshot_id
 
 
-def write_to_branch(table: Table, name: str, rows: pa.Table, properties: dict[str, str]) -> None:
-    """Append ``rows`` to the existing branch ``name``, with ``properties`` in the snapshot summary."""
+class StagedAppend:
+    """Data files of one append, written chunk by chunk, committed as ONE snapshot.
+
+    Why: ``Table.append`` of a whole batch holds the batch plus PyIceberg's per-partition copies
+    while it writes. Here each chunk's data files are written as soon as the chunk exists (and the
+    chunk can be freed), and :meth:`commit` adds every file in one fast-append -- the same single,
+    atomic snapshot (same summary properties) as one ``append``. Until then the table is unchanged.
+
+    Use it as a context manager: an exception before :meth:`commit` deletes the files written so
+    far (nothing references them). Once a commit has been attempted, files are left alone: whether
+    it landed may be unknown, and an unreferenced file is harmless (orphan-file maintenance).
+    """
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.data_files: list[DataFile] = []
+        self.rows = 0
+        self._write_uuid = uuid.uuid4()
+        self._counter = itertools.count(0)
+        self._commit_attempted = False
+
+    def __enter__(self) -> StagedAppend:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if error is not None and not self._commit_attempted:
+            self.discard()
+
+    def write(self, chunk: pa.Table) -> None:
+        """Write ``chunk`` (columns named as the table's) as data files of the table's layout."""
+        if chunk.num_rows == 0:
+            return
+        metadata = self.table.metadata
+        target = metadata.schema().as_arrow()
+        chunk = chunk.select(target.names).cast(target)
+        _check_pyarrow_schema_compatible(
+            metadata.schema(), provided_schema=chunk.schema, format_version=metadata.format_version
+        )
+        self.data_files.extend(
+            _dataframe_to_data_files(
+                table_metadata=metadata,
+                df=chunk,
+                io=self.table.io,
+                write_uuid=self._write_uuid,
+                counter=self._counter,
+            )
+        )
+        self.rows += chunk.num_rows
+
+    def write_all(self, chunks: Iterable[pa.Table]) -> StagedAppend:
+        for chunk in chunks:
+            self.write(chunk)
+        return self
+
+    def commit(
+        self, properties: Mapping[str, str], branch: str = MAIN, transaction: Transaction | None = None
+    ) -> None:
+        """One fast-append of every written file on ``branch`` with ``properties`` in its summary.
+
+        With ``transaction`` the append is staged in it (after what the caller staged, e.g. deletes)
+        and the caller commits; without, it is committed here.
+        """
+        self._commit_attempted = True
+        tx = transaction if transaction is not None else self.table.transaction()
+        summary = {k: str(v) for k, v in properties.items()}
+        with tx.update_snapshot(snapshot_properties=summary, branch=branch).fast_append() as append:
+            for data_file in self.data_files:
+                append.append_data_file(data_file)
+        if transaction is None:
+            tx.commit_transaction()
+
+    def discard(self) -> None:
+        """Delete the files written (best effort: they are in no snapshot)."""
+        for data_file in self.data_files:
+            with contextlib.suppress(Exception):
+                self.table.io.delete(data_file.file_path)
+        self.data_files.clear()
+
+
+def as_chunks(rows: pa.Table | Iterable[pa.Table]) -> Iterable[pa.Table]:
+    """A table is one chunk (a ``pa.Table`` iterates over its columns, not its rows)."""
+    return [rows] if isinstance(rows, pa.Table) else rows
+
+
+def write_to_branch(
+    table: Table, name: str, rows: pa.Table | Iterable[pa.Table], properties: dict[str, str]
+) -> None:
+    """Append ``rows`` (a table or chunks) to the existing branch ``name`` in one commit, with
+    ``properties`` in the snapshot summary."""
     table.refresh()
     if name not in table.metadata.refs:
         raise ValueError(f"branch {name} does not exist; create it from main first")
-    table.append(rows, branch=name, snapshot_properties={k: str(v) for k, v in properties.items()})
+    with StagedAppend(table) as staged:
+        staged.write_all(as_chunks(rows)).commit(properties, branch=name)
+
+
+def write_new_branch(
+    table: Table, name: str, chunks: Iterable[pa.Table], properties: Callable[[], Mapping[str, str]]
+) -> int:
+    """Write every chunk, then create ``name`` at main's head and commit the chunks to it in one
+    snapshot with ``properties()`` in its summary; return the rows written.
+
+    The branch is created only after the last chunk is written: a chunk that raises (a schema
+    mismatch found while standardizing) leaves no branch and no commit -- the table is untouched.
+    ``properties`` is called then, so the summary can count what the chunks found.
+    """
+    with StagedAppend(table) as staged:
+        staged.write_all(chunks)
+        create_branch_from_main(table, name)
+        staged.commit(properties(), branch=name)
+        return staged.rows
 
 
 def scan_batch(table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)) -> pa.Table:
@@ -130,6 +251,25 @@ def scan_batch(table: Table, ref: str, batch_id: str, selected_fields: tuple[str
         .use_ref(ref)
         .to_arrow()
     )
+
+
+def scan_batch_chunks(
+    table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
+) -> Iterator[pa.Table]:
+    """:func:`scan_batch` one data file at a time (PyIceberg's batch reader reads every file
+    concurrently and buffers them, which holds the whole batch when the consumer is slower)."""
+    scan = table.scan(row_filter=EqualTo("batch_id", batch_id), selected_fields=selected_fields).use_ref(ref)
+    reader = ArrowScan(
+        table_metadata=scan.table_metadata,
+        io=scan.io,
+        projected_schema=scan.projection(),
+        row_filter=scan.row_filter,
+        case_sensitive=scan.case_sensitive,
+    )
+    for task in scan.plan_files():
+        chunk = reader.to_table([task])
+        if chunk.num_rows:
+            yield chunk
 
 
 def fast_forward(table: Table, branch: str) -> Snapshot:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -34,8 +35,11 @@ _PRECEDENCE = (
 
 @dataclass(frozen=True)
 class MergePlan:
-    winners: pa.Table
-    """Rows to write: new keys and keys whose curated row they supersede."""
+    rows: pa.Table
+    """The batch's rows the plan was made from."""
+    winner_rows: pa.Array
+    """Indices into ``rows`` of the rows to write: new keys and keys whose curated row they supersede.
+    Indices, not a copy: a writer can take the winners a bounded piece at a time."""
     superseded_keys: list[str]
     """Keys whose current curated row is replaced (delete, then insert the winner)."""
     inserted: int
@@ -45,6 +49,22 @@ class MergePlan:
     @property
     def accounted(self) -> int:
         return self.inserted + self.superseded + self.skipped
+
+    @property
+    def winners(self) -> pa.Table:
+        """The rows to write, as one table (a copy of them)."""
+        return self.rows.take(self.winner_rows)
+
+    def winners_of(self, columns: list[str]) -> pa.Table:
+        """Some columns of the winners, without copying the others."""
+        return self.rows.select(columns).take(self.winner_rows)
+
+
+_ROW = "_row"
+
+
+def _indices(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if column.num_chunks else pa.array([], pa.int64())
 
 
 def _first_per_key(rows: pa.Table) -> pa.Table:
@@ -75,8 +95,8 @@ def _first_of_sorted(rows: pa.Table) -> pa.Table:
 
 def _beats(incoming: pa.Table, current: pa.Table) -> pa.Array:
     """Row-wise: does the incoming copy take precedence over the current one? (aligned tables)"""
-    result = pa.array([False] * incoming.num_rows)
-    undecided = pa.array([True] * incoming.num_rows)
+    result = pa.array(np.zeros(incoming.num_rows, dtype=bool))
+    undecided = pa.array(np.ones(incoming.num_rows, dtype=bool))
     for column, _ in _PRECEDENCE:
         new, old = incoming[column], current[column]
         greater = pc.fill_null(pc.greater(new, old), pc.and_(pc.is_valid(new), pc.is_null(old)))
@@ -91,34 +111,49 @@ def plan_merge(batch_rows: pa.Table, current: pa.Table) -> MergePlan:
 
     ``batch_rows``: the batch's published standardized rows. ``current``: the curated rows (at least
     key and precedence columns) for the keys the batch touches.
+
+    The ordering and the join run on the key, the precedence columns and a row number only, and the
+    plan names the winners by row number: a batch's payloads are most of its bytes, and sorting,
+    joining and filtering them would copy the batch several times.
     """
-    candidates = _first_per_key(batch_rows)
+    precedence = [name for name, _ in _PRECEDENCE]
+    narrow = batch_rows.select([KEY, *precedence]).append_column(
+        _ROW, pa.array(np.arange(batch_rows.num_rows, dtype=np.int64))
+    )
+    candidates = _first_per_key(narrow)
     skipped = batch_rows.num_rows - candidates.num_rows
     if current.num_rows == 0:
-        return MergePlan(candidates, [], candidates.num_rows, 0, skipped)
-    compared = [name for name, _ in _PRECEDENCE]
-    if PAYLOAD in candidates.column_names and PAYLOAD in current.column_names:
-        compared.append(PAYLOAD)
+        return MergePlan(batch_rows, _indices(candidates[_ROW]), [], candidates.num_rows, 0, skipped)
+    compare_payload = PAYLOAD in batch_rows.column_names and PAYLOAD in current.column_names
+    compared = precedence + ([PAYLOAD] if compare_payload else [])
     existing = current.select([KEY, *compared]).rename_columns(
         [KEY] + [f"current_{name}" for name in compared]
     )
     joined = candidates.join(existing, keys=KEY, join_type="left outer")
-    is_new = pc.is_null(joined[f"current_{_PRECEDENCE[0][0]}"])
-    current_view = pa.table({name: joined[f"current_{name}"] for name in compared})
-    beats = _beats(joined.select(compared), current_view)
-    if PAYLOAD in compared:
-        same_copy = pc.and_(
-            pc.fill_null(pc.equal(joined["is_replay"], current_view["is_replay"]), False),
-            pc.fill_null(pc.equal(joined[PAYLOAD], current_view[PAYLOAD]), False),
+    is_new = pc.is_null(joined[f"current_{precedence[0]}"])
+    current_view = pa.table({name: joined[f"current_{name}"] for name in precedence})
+    beats = _beats(joined.select(precedence), current_view)
+    if compare_payload:
+        # Same replay flag and payload as the current row: a re-send, not a new version. Only rows
+        # whose key is in curated can be one, so only their payloads are fetched.
+        matched = pc.invert(is_new)
+        found = joined.filter(matched)
+        payloads = batch_rows[PAYLOAD].take(found[_ROW])
+        same = pc.and_(
+            pc.fill_null(pc.equal(found["is_replay"], found["current_is_replay"]), False),
+            pc.fill_null(pc.equal(payloads, found[f"current_{PAYLOAD}"]), False),
+        )
+        same_copy = pc.replace_with_mask(
+            pa.array(np.zeros(joined.num_rows, dtype=bool)), matched.combine_chunks(), same.combine_chunks()
         )
         beats = pc.and_(beats, pc.invert(same_copy))
     wins = pc.or_(is_new, beats)
-    winners = joined.filter(wins).select(candidates.column_names)
-    superseding = joined.filter(pc.and_(wins, pc.invert(is_new)))
+    winners = _indices(joined[_ROW].filter(wins))
+    superseded_keys = joined[KEY].filter(pc.and_(wins, pc.invert(is_new)))
     inserted = pc.sum(pc.cast(is_new, pa.int64())).as_py() or 0
-    superseded = superseding.num_rows
+    superseded = len(superseded_keys)
     skipped += candidates.num_rows - inserted - superseded
-    return MergePlan(winners, superseding[KEY].to_pylist(), inserted, superseded, skipped)
+    return MergePlan(batch_rows, winners, superseded_keys.to_pylist(), inserted, superseded, skipped)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,6 +51,19 @@ class SchemaMismatchError(ValueError):
         self.examples = examples
         detail = "; ".join(f"{name}: {problem}" for name, problem in sorted(problems.items()))
         super().__init__(f"schema mismatch in field(s) {', '.join(sorted(problems))} -- {detail}")
+
+    @classmethod
+    def combine(cls, errors: Iterable[SchemaMismatchError]) -> SchemaMismatchError:
+        """The errors of consecutive chunks as the one error the whole batch gives (first problem
+        per field, up to 5 example ids per field, in row order)."""
+        collector = _MismatchCollector()
+        for error in errors:
+            for name, problem in error.problems.items():
+                collector.problems.setdefault(name, problem)
+            for name, ids in error.examples.items():
+                room = 5 - len(collector.examples[name])
+                collector.examples[name].extend(ids[: max(room, 0)])
+        return cls(collector.problems, dict(collector.examples))
 
 
 @dataclass
@@ -204,6 +217,32 @@ def standardize(
     arrays["standardized_at"] = pa.array([standardized_at] * raw.num_rows, type=pa.timestamp("us", tz="UTC"))
     arrays[PARSE_REASONS_COLUMN] = pa.array(parse_reasons, type=pa.list_(pa.string()))
     return StandardizeResult(rows=pa.table(arrays), skipped=skipped)
+
+
+def standardize_chunks(
+    chunks: Iterable[pa.Table],
+    fields: dict[str, object],
+    standardized_at: datetime,
+    quarantined_ids: Collection[str] = (),
+) -> Iterator[StandardizeResult]:
+    """:func:`standardize` one chunk of raw rows at a time, so a batch never has to be in memory.
+
+    Every step is row-local (quarantine filter, parse, parse reasons), so the rows are those of the
+    whole batch. A schema mismatch still describes the whole batch: once a chunk does not fit, the
+    remaining chunks are only checked (nothing more is yielded) and one error naming every field is
+    raised at the end -- the caller must not commit what it took from the earlier chunks.
+    """
+    errors: list[SchemaMismatchError] = []
+    for chunk in chunks:
+        try:
+            result = standardize(chunk, fields, standardized_at, quarantined_ids)
+        except SchemaMismatchError as error:
+            errors.append(error)
+            continue
+        if not errors:
+            yield result
+    if errors:
+        raise SchemaMismatchError.combine(errors)
 
 
 _LINEAGE_FROM_RAW = (

@@ -247,8 +247,7 @@ def test_spark_fast_forward_refuses_when_main_moved(use_catalog, spark_engine_ru
     raw = ensure_tables(load_wap_catalog(settings))["raw"]
     engine = SparkEngine.from_settings(settings)
     ours = wap.branch_name("b1")
-    wap.create_branch_from_main(raw, ours)
-    engine.write_to_branch(raw, ours, raw_batch("b1", 4), {wap.BATCH_ID_PROPERTY: "b1"})
+    engine.write_new_branch(raw, ours, [raw_batch("b1", 4)], lambda: {wap.BATCH_ID_PROPERTY: "b1"})
     # Another writer publishes in between.
     theirs = wap.branch_name("b2")
     wap.create_branch_from_main(raw, theirs)

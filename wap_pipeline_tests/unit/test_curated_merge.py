@@ -220,3 +220,53 @@ def test_the_winner_of_each_key_is_what_a_full_sort_by_precedence_picks(copies):
 
     assert _as_rows(plan.winners) == _as_rows(pa.Table.from_pylist(expected, schema=SCHEMA))
     assert plan.inserted + plan.skipped == len(copies)
+
+
+def test_the_plan_matches_a_row_by_row_definition_on_a_mixed_batch():
+    """plan_merge orders and joins narrow columns and takes the winners' rows at the end: the
+    outcome must be what the precedence rules say, row for row (payloads included)."""
+    import random
+
+    rng = random.Random(5)
+    keys = [f"k{i}" for i in range(40)]
+
+    def copy(key: str) -> dict:
+        return {
+            "idempotency_key": key,
+            "is_replay": rng.random() < 0.2,
+            "event_timestamp": T0 + timedelta(seconds=rng.randrange(3)),
+            "sent_timestamp": T0 + timedelta(seconds=rng.randrange(3)),
+            "amount_minor": rng.randrange(3),
+            "payload": f"p{rng.randrange(2)}",
+        }
+
+    schema = SCHEMA.append(pa.field("payload", pa.large_string()))
+    current = [copy(k) for k in keys[:25]]
+    batch = [copy(rng.choice(keys)) for _ in range(120)]
+    plan = plan_merge(pa.Table.from_pylist(batch, schema), pa.Table.from_pylist(current, schema))
+
+    def rank(row: dict) -> tuple:
+        return (row["is_replay"], row["event_timestamp"], row["sent_timestamp"])
+
+    by_key: dict[str, list[dict]] = {}
+    for row in batch:
+        by_key.setdefault(row["idempotency_key"], []).append(row)
+    existing = {row["idempotency_key"]: row for row in current}
+    expected, superseded = {}, []
+    for key, copies in by_key.items():
+        best = max(copies, key=rank)  # ties: any of the equal-ranked copies
+        old = existing.get(key)
+        if old is None:
+            expected[key] = best
+        elif rank(best) > rank(old) and not (
+            best["is_replay"] == old["is_replay"] and best["payload"] == old["payload"]
+        ):
+            expected[key] = best
+            superseded.append(key)
+    assert sorted(plan.superseded_keys) == sorted(superseded)
+    assert (plan.inserted, plan.superseded) == (len(expected) - len(superseded), len(superseded))
+    assert plan.accounted == len(batch)
+    winners = {row["idempotency_key"]: row for row in plan.winners.to_pylist()}
+    assert set(winners) == set(expected)
+    for key, row in winners.items():
+        assert rank(row) == rank(expected[key])

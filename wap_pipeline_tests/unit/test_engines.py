@@ -69,3 +69,27 @@ def test_postgresql_and_glue_catalogs():
         catalog_spark_config("wap", {"type": "sql", "uri": "sqlite:///:memory:"})
     with pytest.raises(ValueError, match="rest"):
         catalog_spark_config("wap", {"type": "rest", "uri": "http://x"})
+
+
+def test_day_chunks_hold_one_day_each_bounded_and_every_row_once():
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from wap_pipeline.engines.arrow import day_chunks
+
+    start = datetime(2026, 11, 20, 23, tzinfo=UTC)
+    times = [start + timedelta(hours=7 * i % 100) for i in range(50)] + [None]
+    rows = pa.table(
+        {"event_timestamp": pa.array(times, pa.timestamp("us", tz="UTC")), "n": pa.array(range(51))}
+    )
+    pieces = list(day_chunks(rows, max_bytes=int(rows.nbytes / 51 * 4)))
+    assert sorted(n for piece in pieces for n in piece["n"].to_pylist()) == list(range(51))
+    for piece in pieces:
+        assert piece.num_rows <= 4
+        days = {t.date() if t else None for t in piece["event_timestamp"].to_pylist()}
+        assert len(days) == 1, days
+    assert list(day_chunks(rows.slice(0, 0))) == []
+    some = pa.array([40, 3, 17, 3 + 14], pa.int64())
+    taken = [n for piece in day_chunks(rows, some) for n in piece["n"].to_pylist()]
+    assert sorted(taken) == [3, 17, 17, 40], "only (and every one of) the given rows"

@@ -7,7 +7,7 @@ import pytest
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA, STANDARDIZED_SCHEMA, payload_fields
 from wap_pipeline.rules.audit import count_invalid, tag_invalid
-from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
+from wap_pipeline.rules.standardize import SchemaMismatchError, standardize, standardize_chunks
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 FIELDS = payload_fields(STANDARDIZED_SCHEMA)
@@ -191,3 +191,37 @@ def test_an_all_valid_batch_is_tagged_like_any_other():
     assert rows["invalid_flag"].to_pylist() == [False] * 5
     assert rows["invalid_reasons"].to_pylist() == [[]] * 5
     assert mixed["invalid_reasons"].to_pylist()[-1] == ["currency_invalid"]
+
+
+def test_standardizing_in_chunks_gives_the_rows_of_the_whole_batch():
+    events = make_events(30, seed=11)
+    events[4]["event_timestamp"] = "yesterday"  # a parse reason
+    events[17]["currency"] = "eur"  # a CDE violation
+    events[20]["event_id"] = "evt-quarantined"
+    whole = raw_table(events)
+    expected = standardize(whole, FIELDS, NOW, {"evt-quarantined"})
+    chunks = list(
+        standardize_chunks(
+            [whole.slice(0, 7), whole.slice(7, 13), whole.slice(20)], FIELDS, NOW, {"evt-quarantined"}
+        )
+    )
+    rows = pa.concat_tables([tag_invalid(c.rows, NOW) for c in chunks])
+    assert rows.to_pylist() == tag_invalid(expected.rows, NOW).to_pylist()
+    assert pa.concat_tables([c.skipped for c in chunks]).to_pylist() == expected.skipped.to_pylist()
+
+
+def test_a_schema_mismatch_in_chunks_names_every_field_of_the_batch():
+    events = make_events(12, seed=12)
+    events[2]["amount_minor"] = "12.50"
+    events[9]["loyalty_tier"] = "gold"
+    events[10]["amount_minor"] = "13.00"
+    whole = raw_table(events)
+    with pytest.raises(SchemaMismatchError) as expected:
+        standardize(whole, FIELDS, NOW)
+    taken = []
+    with pytest.raises(SchemaMismatchError) as error:
+        for result in standardize_chunks([whole.slice(0, 4), whole.slice(4, 4), whole.slice(8)], FIELDS, NOW):
+            taken.append(result)
+    assert error.value.problems == expected.value.problems
+    assert error.value.examples == expected.value.examples
+    assert taken == [], "nothing is yielded once a chunk does not fit"

@@ -74,3 +74,82 @@ def test_branches_of_runs_that_died_are_removed_after_the_retention(catalog):
     assert died not in table.metadata.refs and never_written not in table.metadata.refs
     assert published in table.metadata.refs, "a published branch is kept"
     assert wap.published_batches(table) == ["b1"]
+
+
+def _data_files_on_disk(tmp_path) -> set[str]:
+    return {str(p) for p in tmp_path.rglob("*.parquet")}
+
+
+def test_a_chunked_append_is_one_snapshot_identical_to_a_single_append(catalog):
+    chunked = ensure_tables(catalog)["raw"]
+    single = catalog.create_table(("raw", "twin"), schema=chunked.schema(), partition_spec=chunked.spec())
+    rows = wap_cases.raw_batch("b1", 10)
+    properties = {wap.BATCH_ID_PROPERTY: "b1", wap.BOOKMARK_PROPERTY: "k1"}
+    with wap.StagedAppend(chunked) as staged:
+        staged.write_all([rows.slice(0, 3), rows.slice(3, 0), rows.slice(3, 4), rows.slice(7)])
+        assert chunked.refresh().current_snapshot() is None, "nothing is committed while chunks are written"
+        staged.commit(properties)
+    single.append(rows, snapshot_properties=properties)
+
+    snapshots = chunked.refresh().snapshots()
+    assert len(snapshots) == 1, "one commit for the batch"
+    summary = snapshots[0].summary
+    assert summary.operation.value == "append"
+    assert {k: summary[k] for k in properties} == properties
+    assert summary["added-records"] == summary["total-records"] == "10"
+    assert staged.rows == 10 and len(staged.data_files) == 3
+    key = [("line_number", "ascending")]
+    assert chunked.scan().to_arrow().sort_by(key) == single.refresh().scan().to_arrow().sort_by(key)
+    assert wap.published_snapshot(chunked, "b1").snapshot_id == snapshots[0].snapshot_id
+
+
+def test_a_failure_between_chunks_commits_nothing_and_removes_the_files(catalog, tmp_path):
+    table = ensure_tables(catalog)["raw"]
+    wap_cases.publish(table, "b0", 2)
+    head = table.refresh().current_snapshot().snapshot_id
+    before = _data_files_on_disk(tmp_path)
+
+    def chunks():
+        yield wap_cases.raw_batch("b1", 3)
+        yield wap_cases.raw_batch("b1", 4)
+        raise RuntimeError("the reader died")
+
+    with pytest.raises(RuntimeError, match="reader died"), wap.StagedAppend(table) as staged:
+        staged.write_all(chunks())
+        staged.commit({wap.BATCH_ID_PROPERTY: "b1"})
+    assert table.refresh().current_snapshot().snapshot_id == head
+    assert len(table.snapshots()) == 2, "no snapshot was added"
+    assert wap.published_batches(table) == ["b0"]
+    assert _data_files_on_disk(tmp_path) == before, "the chunks' files are deleted"
+
+
+def test_a_new_branch_is_created_only_after_its_last_chunk(catalog):
+    table = ensure_tables(catalog)["raw"]
+    wap_cases.publish(table, "b0", 2)
+    name = wap.next_branch_name(table, "b1")
+
+    def failing():
+        yield wap_cases.raw_batch("b1", 3)
+        raise ValueError("schema mismatch in chunk 2")
+
+    with pytest.raises(ValueError, match="chunk 2"):
+        wap.write_new_branch(table, name, failing(), lambda: {wap.BATCH_ID_PROPERTY: "b1"})
+    assert name not in table.refresh().metadata.refs, "no branch, no commit"
+
+    found = {"rows": 0}
+
+    def chunks():
+        for n in (3, 4):
+            found["rows"] += n
+            yield wap_cases.raw_batch("b1", n)
+
+    written = wap.write_new_branch(
+        table, name, chunks(), lambda: {wap.BATCH_ID_PROPERTY: "b1", "counted": str(found["rows"])}
+    )
+    assert written == 7
+    head = table.refresh().metadata.snapshot_by_name(name)
+    assert head.parent_snapshot_id == table.current_snapshot().snapshot_id, "one commit on main's head"
+    assert head.summary["counted"] == "7", "the summary is computed after the last chunk"
+    assert wap.scan_batch(table, name, "b1").num_rows == 7
+    assert sum(c.num_rows for c in wap.scan_batch_chunks(table, name, "b1")) == 7
+    assert wap.scan_batch(table, wap.MAIN, "b1").num_rows == 0
