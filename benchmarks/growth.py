@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,10 +55,7 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import dagster
-
-    for category in (DeprecationWarning, dagster.BetaWarning, dagster.PreviewWarning):
-        warnings.filterwarnings("ignore", category=category)
+    bench.quiet_warnings()
     profiled = {int(n) for n in args.profile_batches.split(",") if n}
     cprofiled = {int(n) for n in args.cprofile_batches.split(",") if n}
     cpu_s: list[float] = []
@@ -102,30 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     bench.run_batch = run_batch
-    root = Path(tempfile.mkdtemp(prefix="wap-growth-"))
-    port = bench._free_port()
-    base = {
-        "WAP_PROFILE": "local",
-        "WAP_LOCAL_PORT": str(port),
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "WAP_STATE_DIR": str(root / "server"),
-    }
-    for name in [n for n in os.environ if n.startswith("PYICEBERG_CATALOG__")]:
-        del os.environ[name]
-    from wap_pipeline import local_stack
-    from wap_pipeline.settings import Settings
-
-    with bench.environment(**base):
-        server = Settings.from_env()
-        local_stack.up(server)
-        try:
-            growth = bench.growth_series(args, root)
-        finally:
-            local_stack.down(server)
-            shutil.rmtree(root, ignore_errors=True)
+    with bench.local_server("wap-growth-") as root:
+        growth = bench.growth_series(args, root)
     print(f"{'batch':>5} {'whole':>6} {'cpu':>6} " + " ".join(f"{stage:>14}" for stage in bench.STEPS))
     rows = zip(growth["whole_s"], cpu_s, growth["steps_s"], strict=True)
     for number, (whole, cpu, steps) in enumerate(rows, 1):

@@ -914,14 +914,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def quiet_warnings() -> None:
+    """Dagster's beta/preview notices and deprecations would drown the report."""
     import dagster
 
     for category in (DeprecationWarning, dagster.BetaWarning, dagster.PreviewWarning):
         warnings.filterwarnings("ignore", category=category)
-    started = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="wap-bench-"))
+
+
+@contextlib.contextmanager
+def local_server(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """The project's local AWS server on a free port, reached through ``AWS_ENDPOINT_URL``, with a
+    temporary state directory (yielded; removed afterwards unless ``keep``)."""
+    from wap_pipeline import local_stack
+    from wap_pipeline.settings import Settings
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     port = _free_port()
     base = {
         "WAP_PROFILE": "local",
@@ -934,27 +942,32 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in [n for n in os.environ if n.startswith("PYICEBERG_CATALOG__")]:
         del os.environ[name]  # the embedded SQLite catalog of each scenario's state directory
-    results: dict = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "args": vars(args),
-        "environment": _environment(),
-    }
-    from wap_pipeline import local_stack
-    from wap_pipeline.settings import Settings
-
     with environment(**base):
         server = Settings.from_env()
         local_stack.up(server)
         log(f"local AWS server on port {port}; state in {root}")
         try:
-            results["latency"] = latency(args, root)
-            results["ingest"] = ingest(args, root)
-            results["main"] = main_batch(args, root)
-            results["growth"] = growth_series(args, root)
+            yield root
         finally:
             local_stack.down(server)
-            if not args.keep:
+            if not keep:
                 shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_warnings()
+    started = time.perf_counter()
+    results: dict = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "args": vars(args),
+        "environment": _environment(),
+    }
+    with local_server("wap-bench-", keep=args.keep) as root:
+        results["latency"] = latency(args, root)
+        results["ingest"] = ingest(args, root)
+        results["main"] = main_batch(args, root)
+        results["growth"] = growth_series(args, root)
     results["process_peak_rss_mb"] = max(
         PeakRss.peak_mb(),
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
