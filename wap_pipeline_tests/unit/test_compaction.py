@@ -4,23 +4,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
-from pyiceberg.catalog import load_catalog
 
 from wap_pipeline.engines.arrow import ArrowEngine
 from wap_pipeline.iceberg import compaction, wap
 from wap_pipeline.iceberg.compaction import COMPACTION_PROPERTY, compact_days, small_files_by_day
-from wap_pipeline.iceberg.schemas import ensure_tables
 
 DAY0 = datetime(2026, 10, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def curated(tmp_path):
-    catalog = load_catalog(
-        "test", type="sql", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}"
-    )
-    return ensure_tables(catalog)["curated"]
 
 
 def batch_rows(table, batch: int, days: list[int], per_day: int = 4) -> pa.Table:

@@ -3,22 +3,11 @@
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
-import pytest
-from pyiceberg.catalog import load_catalog
 
 from wap_pipeline.iceberg.filters import window_filter
-from wap_pipeline.iceberg.schemas import ensure_tables
 from wap_pipeline.rules.curated import dedup_window
 
 DAY0 = datetime(2026, 10, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def curated(tmp_path):
-    catalog = load_catalog(
-        "test", type="sql", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}"
-    )
-    return ensure_tables(catalog)["curated"]
 
 
 def day_rows(table, day: int, count: int) -> pa.Table:

@@ -1,16 +1,8 @@
 import pytest
-from pyiceberg.catalog import load_catalog
 
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import ensure_tables
 from wap_pipeline_tests import wap_cases
-
-
-@pytest.fixture
-def catalog(tmp_path):
-    return load_catalog(
-        "test", type="sql", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}"
-    )
 
 
 def test_branch_names():
