@@ -71,7 +71,13 @@ def raw_events(
         # Data files written chunk by chunk, one commit for the batch.
         with wap.StagedAppend(table) as staged:
             staged.write_all(_raw_chunks(s3, settings.landing_bucket, manifest, batch_id, ingested_at))
-            staged.commit({wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: manifest.bookmark})
+            staged.commit(
+                {
+                    wap.BATCH_ID_PROPERTY: batch_id,
+                    wap.BOOKMARK_PROPERTY: manifest.bookmark,
+                    wap.LANDED_AT_PROPERTY: manifest.landed_at.isoformat(),
+                }
+            )
         fault_point("raw.after_append")
         return MaterializeResult(
             metadata={
@@ -80,5 +86,6 @@ def raw_events(
                 "files": len(manifest.files),
                 "bytes": sum(f.size for f in manifest.files),
                 "bookmark": manifest.bookmark,
+                "landed_at": manifest.landed_at.isoformat(),
             }
         )

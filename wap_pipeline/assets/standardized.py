@@ -65,10 +65,11 @@ def recovery_commands(batch_id: str, sample_ids: list[str]) -> str:
     )
 
 
-def _audit_metadata(audit: AuditResult, branch: str, batch_id: str) -> dict:
+def _audit_metadata(audit: AuditResult, branch: str, batch_id: str, reference: datetime) -> dict:
     return {
         "batch_id": batch_id,
         "branch": branch,
+        "reference_time": reference.isoformat(),
         "rows": audit.rows,
         "invalid_rows": audit.invalid_rows,
         "invalid_by_rule": MetadataValue.json(audit.reasons),
@@ -128,7 +129,10 @@ def standardized_events(
         if raw_snapshot is None:
             raise Failure(f"batch {batch_id} is not in raw yet; materialize raw/events for it first")
         bookmark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY, "")
-        now = datetime.now(UTC)
+        # The audit's time reference belongs to the batch (when it landed), so any re-run -- a retry,
+        # a re-drive next week -- gives the same verdict; `standardized_at` is lineage only.
+        reference = wap.landed_at(raw_snapshot)
+        standardized_at = datetime.now(UTC)
         # The scan of every quarantined id runs in the background while the first chunk is read and
         # parsed: the filter first waits for it there.
         quarantined = quarantine.read_in_background()
@@ -139,9 +143,9 @@ def standardized_events(
             # Raw rows a data file at a time: parse, mask, tag -- every rule is row-local.
             nonlocal skipped
             raw_chunks = io.scan_batch_chunks(raw, wap.MAIN, batch_id)
-            for result in standardize_chunks(raw_chunks, fields, now, quarantined):
+            for result in standardize_chunks(raw_chunks, fields, standardized_at, quarantined):
                 skipped += result.skipped.num_rows
-                yield tag_invalid(result.rows, now).select(columns)
+                yield tag_invalid(result.rows, reference).select(columns)
 
         branch = wap.next_branch_name(table, batch_id)
         try:
@@ -186,7 +190,7 @@ def standardized_events(
                 table, branch, batch_id, ("event_id", "message_id", "invalid_flag", "invalid_reasons")
             )
         )
-        metadata = _audit_metadata(audit, branch, batch_id)
+        metadata = _audit_metadata(audit, branch, batch_id, reference)
         fault_point("standardized.after_audit")
         retention_ms = Settings.from_env().abandoned_branch_retention_ms
         if not audit.passed:

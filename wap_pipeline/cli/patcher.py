@@ -134,10 +134,11 @@ def inspect(ctx: Context, uri: str) -> None:
         raise click.BadParameter(str(error), param_hint="URI") from error
     summary = InspectSummary()
     try:
-        with open_chunks(ctx.settings, source) as chunks:
+        with open_chunks(ctx.settings, source) as opened:
             fields, schema = standardized_fields(ctx.settings)
             out = _Stream(ctx.as_json, {"source": uri, "schema": schema}, "lines")
-            for report in inspect_lines(iter_lines(chunks), fields, summary):
+            # Audited against the file's landing time, as the pipeline audited its batch.
+            for report in inspect_lines(iter_lines(opened.chunks), fields, summary, opened.landed_at):
                 text = f"line {report.line} ({report.ids.describe()}):\n" + "\n".join(
                     f"  {problem.message}" for problem in report.problems
                 )

@@ -21,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 
 import pyarrow as pa
@@ -34,6 +35,9 @@ from pyiceberg.table.snapshots import Snapshot
 MAIN = "main"
 BATCH_ID_PROPERTY = "wap.batch-id"
 BOOKMARK_PROPERTY = "ingest.bookmark"
+# When the batch's newest landing file landed (ISO-8601, from its manifest), in raw's commit of the
+# batch: the audit's time reference, so that re-auditing the batch later gives the same verdict.
+LANDED_AT_PROPERTY = "ingest.landed-at"
 # Rows of the batch masked by the quarantine filter (for the accounting in `wap-pipeline status`).
 QUARANTINED_ROWS_PROPERTY = "wap.quarantined-rows"
 # A curated commit's accounting: standardized rows of the batch = inserted + superseded + skipped.
@@ -308,6 +312,16 @@ def published_snapshot(table: Table, batch_id: str) -> Snapshot | None:
         if _batch_of(snapshot) == batch_id:
             return snapshot
     return None
+
+
+def landed_at(snapshot: Snapshot) -> datetime:
+    """The reference time of the batch that ``snapshot`` (raw's commit of it) loaded: its landing time
+    as recorded in that commit, or -- for a commit written before it was recorded -- the commit's own
+    time. Both are fixed once written, so the batch's verdict never depends on when it is audited."""
+    recorded = (snapshot.summary or {}).get(LANDED_AT_PROPERTY)
+    if recorded:
+        return datetime.fromisoformat(recorded)
+    return datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=UTC)
 
 
 def batch_snapshots(table: Table, batch_id: str) -> list[Snapshot]:

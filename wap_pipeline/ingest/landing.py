@@ -47,6 +47,13 @@ class Manifest:
         """The ingest position this batch reaches: its newest landing key."""
         return max(self.keys)
 
+    @property
+    def landed_at(self) -> datetime:
+        """The batch's reference time: when its newest file landed (S3's LastModified, recorded in
+        the manifest when the batch was formed). Time-relative audit rules compare with this, not
+        with the clock, so every run of the batch gets the same verdict."""
+        return max(f.last_modified for f in self.files)
+
     def to_json(self) -> bytes:
         return json.dumps(
             {

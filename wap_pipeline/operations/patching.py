@@ -90,25 +90,36 @@ def check_queue(settings: Settings, queue: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class OpenedFile:
+    chunks: Iterator[bytes]
+    """The file's bytes, a chunk at a time (never read whole)."""
+    landed_at: datetime
+    """When the file landed (S3's LastModified; a local copy's modification time): the time reference
+    the pipeline's audit used for the batch it belongs to, so ``inspect`` gives the same verdict."""
+
+
 @contextlib.contextmanager
-def open_chunks(settings: Settings, source: Source) -> Iterator[Iterator[bytes]]:
+def open_chunks(settings: Settings, source: Source) -> Iterator[OpenedFile]:
     """The file as a stream of byte chunks. Raises NotAllowedError / NotFoundError before reading."""
     if source.path is not None:
         if not source.path.is_file():
             raise NotFoundError(f"no such file: {source.path}")
+        landed_at = datetime.fromtimestamp(source.path.stat().st_mtime, tz=UTC)
         with source.path.open("rb") as handle:
-            yield iter(lambda: handle.read(READ_CHUNK_BYTES), b"")
+            yield OpenedFile(iter(lambda: handle.read(READ_CHUNK_BYTES), b""), landed_at)
         return
     assert source.bucket is not None and source.key is not None
     check_bucket(settings, source.bucket)
     try:
-        body = aws.client("s3", settings).get_object(Bucket=source.bucket, Key=source.key)["Body"]
+        response = aws.client("s3", settings).get_object(Bucket=source.bucket, Key=source.key)
     except ClientError as error:
         if error.response["Error"]["Code"] in ("NoSuchKey", "NoSuchBucket", "404"):
             raise NotFoundError(f"no such object: {source.uri}") from error
         raise
+    body = response["Body"]
     try:
-        yield body.iter_chunks(READ_CHUNK_BYTES)
+        yield OpenedFile(body.iter_chunks(READ_CHUNK_BYTES), response["LastModified"].astimezone(UTC))
     finally:
         body.close()
 
@@ -181,12 +192,12 @@ def secure_clean(
     with tempfile.TemporaryDirectory(prefix="wap-patch-") as scratch:
         copy_path, spool_path = Path(scratch) / "cleaned", Path(scratch) / "replays.ndjson"
         with (
-            open_chunks(settings, source) as chunks,
+            open_chunks(settings, source) as opened,
             copy_path.open("wb") as copy,
             spool_path.open("wb") as spool,
         ):
             for cleaned in clean_lines(
-                iter_lines(chunks), chars, fields, outcome.summary, settings.payload_limits
+                iter_lines(opened.chunks), chars, fields, outcome.summary, settings.payload_limits
             ):
                 if cleaned.output is not None:
                     copy.write(cleaned.output + b"\n")

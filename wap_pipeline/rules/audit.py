@@ -3,6 +3,11 @@
 Each rule returns a boolean mask of violating rows. :func:`tag_invalid` folds every violation (and
 the problems found while parsing) into ``invalid_reasons`` and sets ``invalid_flag``; rows are
 tagged, never dropped. :func:`count_invalid` is the audit itself. Every engine calls these.
+
+A verdict depends on the batch alone, never on the clock: rules that need a time compare with the
+batch's *reference time* -- when its newest landing file landed, recorded once in its manifest (see
+:meth:`wap_pipeline.ingest.landing.Manifest.landed_at`). Re-auditing a batch next week, on a re-drive
+or under another clock gives the same verdict.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from wap_pipeline.rules.standardize import PARSE_REASONS_COLUMN
 
 MAX_KEY_LENGTH = 128
 MAX_ABS_AMOUNT_MINOR = 10**15
-# Timestamps further in the future than this are a producer clock or encoding bug.
+# Timestamps further ahead of the batch's landing than this are a producer clock or encoding bug.
 MAX_FUTURE_SKEW = timedelta(days=1)
 _CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 
@@ -28,6 +33,7 @@ class Rule:
     name: str
     description: str
     violations: Callable[[pa.Table, datetime], pa.ChunkedArray | pa.Array]
+    """(rows, the batch's reference time) -> mask of violating rows."""
 
 
 def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -43,58 +49,65 @@ def _currency_invalid(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("event_id_missing", "event_id is null or blank", lambda t, now: _blank(t["event_id"])),
+    Rule("event_id_missing", "event_id is null or blank", lambda t, reference: _blank(t["event_id"])),
     Rule(
         "idempotency_key_missing",
         "idempotency_key is null or blank",
-        lambda t, now: _blank(t["idempotency_key"]),
+        lambda t, reference: _blank(t["idempotency_key"]),
     ),
     Rule(
         "idempotency_key_unprintable",
         "idempotency_key contains control characters",
-        lambda t, now: _has_control_characters(t["idempotency_key"]),
+        lambda t, reference: _has_control_characters(t["idempotency_key"]),
     ),
     Rule(
         "idempotency_key_too_long",
         f"idempotency_key longer than {MAX_KEY_LENGTH} characters",
-        lambda t, now: pc.fill_null(pc.greater(pc.utf8_length(t["idempotency_key"]), MAX_KEY_LENGTH), False),
+        lambda t, reference: pc.fill_null(
+            pc.greater(pc.utf8_length(t["idempotency_key"]), MAX_KEY_LENGTH), False
+        ),
     ),
-    Rule("event_type_missing", "event_type is null or blank", lambda t, now: _blank(t["event_type"])),
+    Rule("event_type_missing", "event_type is null or blank", lambda t, reference: _blank(t["event_type"])),
     Rule(
         "event_timestamp_missing",
         "event_timestamp is missing or unparseable",
-        lambda t, now: pc.is_null(t["event_timestamp"]),
+        lambda t, reference: pc.is_null(t["event_timestamp"]),
     ),
     Rule(
         "event_timestamp_in_future",
-        f"event_timestamp more than {MAX_FUTURE_SKEW} ahead of processing time",
-        lambda t, now: pc.fill_null(
+        f"event_timestamp more than {MAX_FUTURE_SKEW} after the batch landed",
+        lambda t, reference: pc.fill_null(
             pc.greater(
-                t["event_timestamp"], pa.scalar(now + MAX_FUTURE_SKEW, type=pa.timestamp("us", tz="UTC"))
+                t["event_timestamp"],
+                pa.scalar(reference + MAX_FUTURE_SKEW, type=pa.timestamp("us", tz="UTC")),
             ),
             False,
         ),
     ),
-    Rule("account_id_missing", "account_id is null or blank", lambda t, now: _blank(t["account_id"])),
-    Rule("amount_missing", "amount_minor is null", lambda t, now: pc.is_null(t["amount_minor"])),
+    Rule("account_id_missing", "account_id is null or blank", lambda t, reference: _blank(t["account_id"])),
+    Rule("amount_missing", "amount_minor is null", lambda t, reference: pc.is_null(t["amount_minor"])),
     Rule(
         "amount_out_of_range",
         f"|amount_minor| >= {MAX_ABS_AMOUNT_MINOR}",
-        lambda t, now: pc.fill_null(pc.greater_equal(pc.abs(t["amount_minor"]), MAX_ABS_AMOUNT_MINOR), False),
+        lambda t, reference: pc.fill_null(
+            pc.greater_equal(pc.abs(t["amount_minor"]), MAX_ABS_AMOUNT_MINOR), False
+        ),
     ),
     Rule(
         "currency_invalid",
         "currency is not an ISO-4217 code (3 upper-case letters)",
-        lambda t, now: _currency_invalid(t["currency"]),
+        lambda t, reference: _currency_invalid(t["currency"]),
     ),
 )
 
 
-def tag_invalid(table: pa.Table, now: datetime) -> pa.Table:
-    """Add ``invalid_reasons`` (list of rule names / parse problems) and ``invalid_flag``."""
+def tag_invalid(table: pa.Table, reference: datetime) -> pa.Table:
+    """Add ``invalid_reasons`` (list of rule names / parse problems) and ``invalid_flag``.
+
+    ``reference`` is the batch's reference time (when it landed), not the time of the audit."""
     masks = []
     for rule in RULES:
-        mask = rule.violations(table, now)
+        mask = rule.violations(table, reference)
         if isinstance(mask, pa.ChunkedArray):
             mask = mask.combine_chunks() if mask.num_chunks else pa.array([], type=pa.bool_())
         masks.append(mask)

@@ -309,38 +309,41 @@ def scan_line(line: Line) -> tuple[RecordIds, list[Problem]]:
 # --- the pipeline's own audit, over lines -----------------------------------------------------------
 
 
-def _audit_reasons(rows: list[dict], fields: dict[str, object], now: datetime) -> list[list[str]]:
+def _audit_reasons(rows: list[dict], fields: dict[str, object], reference: datetime) -> list[list[str]]:
     """Why the standardized audit would flag each raw row (empty: it passes). A schema mismatch stops
     a whole batch; here the rows are split until the mismatching ones are found."""
     if not rows:
         return []
     table = pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow())
     try:
-        result = standardize(table, fields, now)
+        result = standardize(table, fields, reference)
     except SchemaMismatchError as error:
         if len(rows) == 1:
             return [
                 [f"schema mismatch: {name}: {problem}" for name, problem in sorted(error.problems.items())]
             ]
         middle = len(rows) // 2
-        return _audit_reasons(rows[:middle], fields, now) + _audit_reasons(rows[middle:], fields, now)
-    return tag_invalid(result.rows, now)["invalid_reasons"].to_pylist()
+        return _audit_reasons(rows[:middle], fields, reference) + _audit_reasons(
+            rows[middle:], fields, reference
+        )
+    return tag_invalid(result.rows, reference)["invalid_reasons"].to_pylist()
 
 
 def audit_lines(
-    lines: list[tuple[int, bytes]], fields: dict[str, object], now: datetime, replay: bool = False
+    lines: list[tuple[int, bytes]], fields: dict[str, object], reference: datetime, replay: bool = False
 ) -> dict[int, list[str]]:
     """For (line number, line bytes) pairs: line number -> audit reasons, as the pipeline would find
-    them (raw parsing, standardization, CDE rules). Blank lines are not records and are left out."""
+    them (raw parsing, standardization, CDE rules) in a batch whose reference time (landing time) is
+    ``reference``. Blank lines are not records and are left out."""
     data = b"\n".join(content for _, content in lines)
-    rows = raw_rows(data, "inspect", "inspect", now)
+    rows = raw_rows(data, "inspect", "inspect", reference)
     numbers = [number for number, _ in lines]
     for row in rows:
         row["line_number"] = numbers[row["line_number"] - 1]
         row["is_replay"] = row["is_replay"] or replay
     return {
         row["line_number"]: reasons
-        for row, reasons in zip(rows, _audit_reasons(rows, fields, now), strict=True)
+        for row, reasons in zip(rows, _audit_reasons(rows, fields, reference), strict=True)
     }
 
 
@@ -397,14 +400,14 @@ def inspect_lines(
     lines: Iterable[Line],
     fields: dict[str, object],
     summary: InspectSummary,
-    now: datetime | None = None,
+    landed_at: datetime,
     chunk_lines: int = VALIDATION_CHUNK_LINES,
 ) -> Iterator[LineReport]:
-    """A report for every line that has a problem, in order; ``summary`` is updated as lines go by."""
-    now = now or datetime.now(UTC)
+    """A report for every line that has a problem, in order; ``summary`` is updated as lines go by.
+    ``landed_at`` (when the file landed) is the audit's time reference, as in the pipeline."""
     for chunk in _chunked(lines, chunk_lines):
         reasons = audit_lines(
-            [(line.number, line.data) for line in chunk if line.data is not None], fields, now
+            [(line.number, line.data) for line in chunk if line.data is not None], fields, landed_at
         )
         for line in chunk:
             summary.lines += 1
@@ -606,7 +609,8 @@ def clean_lines(
     chunk_lines: int = VALIDATION_CHUNK_LINES,
 ) -> Iterator[CleanedLine]:
     """Every line, cleaned, in order. A cleaned record is re-validated as the replay the pipeline will
-    see (``is_replay``: the quarantine does not apply) with the standardized audit's own rules."""
+    see (``is_replay``: the quarantine does not apply) with the standardized audit's own rules; the
+    replay lands when it is re-injected, so ``now`` (default: the clock) is its reference time."""
     now = now or datetime.now(UTC)
     for chunk in _chunked(lines, chunk_lines):
         results = [clean_line(line, chars, limits) for line in chunk]

@@ -11,10 +11,17 @@ BIN = Path(sys.executable).parent
 
 
 def _run(
-    script: str, args: tuple[str, ...], check: bool, timeout: float, env: dict[str, str]
+    script: str,
+    args: tuple[str, ...],
+    check: bool,
+    timeout: float,
+    env: dict[str, str],
+    clock_offset: str | None = None,
 ) -> subprocess.CompletedProcess:
+    # A shifted clock is the process's real clock, moved by libfaketime (Debian's `faketime`).
+    shift = ["faketime", "-f", clock_offset] if clock_offset else []
     result = subprocess.run(
-        [str(BIN / script), *args],
+        [*shift, str(BIN / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -29,10 +36,15 @@ def _run(
 
 
 def run_cli(
-    *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+    *args: str,
+    check: bool = True,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
+    clock_offset: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """`wap-pipeline ARGS`, with ``env`` added to the test's environment."""
-    return _run("wap-pipeline", args, check, timeout, env or {})
+    """`wap-pipeline ARGS`, with ``env`` added to the test's environment; ``clock_offset`` (e.g.
+    ``+5d``) runs it with the process clock shifted by that much."""
+    return _run("wap-pipeline", args, check, timeout, env or {}, clock_offset)
 
 
 def patcher(

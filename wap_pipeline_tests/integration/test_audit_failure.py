@@ -1,5 +1,7 @@
 """A batch with a CDE violation is never published; the breaker stops the batches after it."""
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
@@ -14,6 +16,7 @@ from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.integration.helpers import check_evaluations
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +74,34 @@ def test_failed_audit_blocks_publish_and_trips_the_breaker(stack):
     assert tables["raw"].refresh().scan().to_arrow().num_rows == 30
     with DagsterInstance.get() as instance:
         assert len(instance.get_dynamic_partitions("landing_batches")) == 2
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_batch_re_audited_days_later_gets_the_same_verdict(stack):
+    """The audit's time reference belongs to the batch (when it landed), not to the run: re-driving
+    the stored batch with the process clock five days later flags exactly the same rows. (Against the
+    processing time, the event three days ahead would no longer be "in the future" and would publish.)"""
+    sent_at = datetime.now(UTC)  # the one notion of now of this test: the events, and their landing
+    events = make_events(12, seed=15, now=sent_at)
+    ahead = events[4]
+    ahead["event_timestamp"] = _iso(sent_at + timedelta(days=3))
+    events[9]["event_timestamp"] = _iso(sent_at + timedelta(hours=20))  # within the allowed skew
+    send(stack, events)
+    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    (first,) = check_evaluations(["standardized", "events"], "audit")
+    assert first.passed is False
+    assert first.metadata["invalid_by_rule"].value == {"event_timestamp_in_future": 1}
+    assert first.metadata["sample_invalid_ids"].value == [ahead["event_id"]]
+
+    run_cli("breaker", "reset", "--reason", "re-audit the batch later")
+    assert run_cli("redrive", check=False, clock_offset="+5d").returncode == 1
+    later, earlier = check_evaluations(["standardized", "events"], "audit")
+    assert earlier.metadata["branch"].value != later.metadata["branch"].value, "a retry writes a new branch"
+    for name in ("rows", "invalid_rows", "invalid_by_rule", "sample_invalid_ids", "reference_time"):
+        assert later.metadata[name].value == first.metadata[name].value, name
+    assert later.passed is False
+    standardized = ensure_tables(load_wap_catalog(stack))["standardized"]
+    assert wap.published_batches(standardized) == []

@@ -56,3 +56,9 @@ def test_batches_are_bounded_and_ids_sort_by_creation():
 def test_manifest_round_trips():
     manifest = Manifest("b1", (obj("a", 1), obj("b", 2)))
     assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def test_a_batch_reference_time_is_when_its_newest_file_landed_and_is_kept_in_the_manifest():
+    manifest = Manifest("b1", (obj("b", 30), obj("a", 90), obj("c", 60)))
+    assert manifest.landed_at == T0 + timedelta(seconds=90)
+    assert Manifest.from_json(manifest.to_json()).landed_at == manifest.landed_at

@@ -145,3 +145,17 @@ def test_a_new_branch_is_created_only_after_its_last_chunk(catalog):
     assert wap.scan_batch(table, name, "b1").num_rows == 7
     assert sum(c.num_rows for c in wap.scan_batch_chunks(table, name, "b1")) == 7
     assert wap.scan_batch(table, wap.MAIN, "b1").num_rows == 0
+
+
+def test_a_batch_reference_time_is_read_from_raw_commit_or_else_the_commit_time(catalog):
+    from datetime import UTC, datetime
+
+    table = ensure_tables(catalog)["raw"]
+    landed = datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC)
+    table.append(
+        wap_cases.raw_batch("b1", 1), snapshot_properties={wap.LANDED_AT_PROPERTY: landed.isoformat()}
+    )
+    assert wap.landed_at(table.current_snapshot()) == landed
+    table.append(wap_cases.raw_batch("b2", 1))  # a commit from before the landing time was recorded
+    committed = table.current_snapshot()
+    assert wap.landed_at(committed) == datetime.fromtimestamp(committed.timestamp_ms / 1000, tz=UTC)
