@@ -84,9 +84,9 @@ def main() -> None:
         )
 
         now = datetime.now(UTC)
-        events = make_events(args.batch, seed=1)
-        for event in events[::100]:  # 1 % of the batch is quarantined
-            event["event_id"] = ids[hash(event["idempotency_key"]) % len(ids)]
+        events = make_events(args.batch, seed=1, now=now)
+        for n, event in enumerate(events[::100]):  # 1 % of the batch is quarantined
+            event["event_id"] = ids[n * 7919 % len(ids)]
         raw = pa.Table.from_pylist(
             [
                 {

@@ -28,7 +28,9 @@ def make_event(rng: random.Random, now: datetime | None = None) -> dict:
     }
 
 
-def make_events(count: int, seed: int | None = None) -> list[dict]:
+def make_events(count: int, seed: int | None = None, now: datetime | None = None) -> list[dict]:
+    """``count`` events that happened within the hour before ``now`` (default: the clock). Tests pass
+    the one ``now`` they audit with, so generated data and the audit share a single notion of time."""
     rng = random.Random(seed if seed is not None else uuid.uuid4().int)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     return [make_event(rng, now) for _ in range(count)]

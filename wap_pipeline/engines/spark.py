@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
@@ -354,7 +355,7 @@ class SparkEngine:
             table.manage_snapshots().remove_branch(branch).commit()
         wap.create_branch_from_main(table, branch)
         if plan.superseded_keys:
-            view = f"wap_superseded_{abs(hash(branch))}"
+            view = "wap_superseded_" + re.sub(r"\W", "_", branch)  # a SQL name, the same in every process
             self.session.createDataFrame(
                 [(k,) for k in plan.superseded_keys], f"{KEY} string"
             ).createOrReplaceTempView(view)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 
@@ -29,7 +29,9 @@ KILL_POINTS = (
 
 
 def _future(event: dict) -> None:
-    event["event_timestamp"] = (datetime.now(UTC) + timedelta(days=3)).isoformat().replace("+00:00", "Z")
+    """Stamped three days after the event was made (so after its batch lands), whatever the clock."""
+    made = datetime.fromisoformat(event["event_timestamp"])
+    event["event_timestamp"] = (made + timedelta(days=3)).isoformat().replace("+00:00", "Z")
 
 
 # Well-formed objects that break a business rule: the standardized audit must stop them (FMEA 2.2).

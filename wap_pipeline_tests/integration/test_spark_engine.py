@@ -35,7 +35,6 @@ from wap_pipeline_tests.wap_cases import raw_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
-INGESTED_AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 PROCESSING_COLUMNS = ("standardized_at", "curated_at")
 
 
@@ -114,12 +113,18 @@ def use_catalog(stack, tmp_path, monkeypatch):
 
 
 def land(settings: Settings, batch_id: str, data: bytes) -> None:
-    """What raw/events does for a batch: every line as it came, bookmark in the snapshot summary."""
+    """What raw/events does for a batch: every line as it came, bookmark and landing time in the
+    snapshot summary. The events are made with the clock, so the batch lands by the clock too."""
     raw = ensure_tables(load_wap_catalog(settings))["raw"]
-    rows = raw_rows(data, f"landing/{batch_id}.ndjson", batch_id, INGESTED_AT)
+    landed_at = datetime.now(UTC)
+    rows = raw_rows(data, f"landing/{batch_id}.ndjson", batch_id, landed_at)
     raw.append(
         pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow()),
-        snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: f"landing/{batch_id}"},
+        snapshot_properties={
+            wap.BATCH_ID_PROPERTY: batch_id,
+            wap.BOOKMARK_PROPERTY: f"landing/{batch_id}",
+            wap.LANDED_AT_PROPERTY: landed_at.isoformat(),
+        },
     )
 
 

@@ -27,7 +27,7 @@ from wap_pipeline.rules.envelope import landing_line, parse_body, raw_rows, to_l
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 FIELDS = payload_fields(STANDARDIZED_SCHEMA)
-EVENTS = make_events(8, seed=5)
+EVENTS = make_events(8, seed=5, now=NOW)
 for _event in EVENTS:
     _event["event_timestamp"] = "2026-11-28T11:00:00.000Z"
 

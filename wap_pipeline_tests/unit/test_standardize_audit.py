@@ -41,7 +41,7 @@ def audited(payloads: list, quarantined=(), replay=None):
 
 
 def test_generated_events_are_all_valid_and_typed():
-    events = make_events(50, seed=7)
+    events = make_events(50, seed=7, now=NOW)
     rows, skipped = audited(events)
     assert skipped.num_rows == 0
     assert count_invalid(rows).invalid_rows == 0
@@ -70,7 +70,7 @@ def test_generated_events_are_all_valid_and_typed():
     ],
 )
 def test_cde_violations_are_tagged_not_dropped(change, reason):
-    good, bad = make_events(2, seed=1)
+    good, bad = make_events(2, seed=1, now=NOW)
     bad.update(change)
     rows, _ = audited([good, bad])
     assert rows.num_rows == 2
@@ -81,13 +81,26 @@ def test_cde_violations_are_tagged_not_dropped(change, reason):
     assert audit.sample_invalid_ids == [bad["event_id"] or "message:m1"]
 
 
+def test_future_timestamps_are_judged_against_the_batch_reference_time_only():
+    """The verdict is a function of the batch (its rows and its landing time), never of the clock."""
+    soon, ahead = make_events(2, seed=9, now=NOW)
+    soon["event_timestamp"] = (NOW + timedelta(hours=20)).isoformat()
+    ahead["event_timestamp"] = (NOW + timedelta(days=3)).isoformat()
+    result = standardize(raw_table([soon, ahead]), FIELDS, NOW)
+    landed_with_the_events = tag_invalid(result.rows, NOW)
+    assert landed_with_the_events["invalid_reasons"].to_pylist() == [[], ["event_timestamp_in_future"]]
+    assert tag_invalid(result.rows, NOW).equals(landed_with_the_events), "the same batch, the same verdict"
+    landed_days_later = tag_invalid(result.rows, NOW + timedelta(days=5))
+    assert landed_days_later["invalid_flag"].to_pylist() == [False, False]
+
+
 def test_a_body_that_is_not_an_object_is_tagged():
-    rows, _ = audited([make_events(1, seed=2)[0], "not json at all"])
+    rows, _ = audited([make_events(1, seed=2, now=NOW)[0], "not json at all"])
     assert rows["invalid_reasons"][1].as_py()[0] == "payload is not a JSON object"
 
 
 def test_schema_mismatch_names_the_fields_and_examples():
-    event, other = make_events(2, seed=3)
+    event, other = make_events(2, seed=3, now=NOW)
     event["amount_minor"] = "12.50"
     other["loyalty_tier"] = "gold"
     with pytest.raises(SchemaMismatchError) as error:
@@ -99,14 +112,14 @@ def test_schema_mismatch_names_the_fields_and_examples():
 
 
 def test_booleans_are_not_accepted_as_integers():
-    event = make_events(1, seed=4)[0]
+    event = make_events(1, seed=4, now=NOW)[0]
     event["amount_minor"] = True
     with pytest.raises(SchemaMismatchError):
         audited([event])
 
 
 def test_quarantine_masks_originals_but_lets_replays_through():
-    original, replay, other = make_events(3, seed=5)
+    original, replay, other = make_events(3, seed=5, now=NOW)
     replay["event_id"] = original["event_id"]
     original["idempotency_key"] = None  # the broken copy
     rows, skipped = audited(
@@ -120,7 +133,7 @@ def test_quarantine_masks_originals_but_lets_replays_through():
 
 
 def test_quarantine_masks_records_that_would_break_the_schema():
-    bad = make_events(1, seed=6)[0]
+    bad = make_events(1, seed=6, now=NOW)[0]
     bad["amount_minor"] = "oops"
     rows, skipped = audited([bad], quarantined={bad["event_id"]})
     assert rows.num_rows == 0
@@ -128,7 +141,7 @@ def test_quarantine_masks_records_that_would_break_the_schema():
 
 
 def test_is_replay_in_the_payload_counts_as_replay():
-    event = make_events(1, seed=8)[0]
+    event = make_events(1, seed=8, now=NOW)[0]
     event["is_replay"] = True
     rows, skipped = audited([event], quarantined={event["event_id"]})
     assert skipped.num_rows == 0
@@ -136,7 +149,7 @@ def test_is_replay_in_the_payload_counts_as_replay():
 
 
 def _variants() -> list[tuple[list, list[bool] | None, tuple]]:
-    events = make_events(20, seed=11)
+    events = make_events(20, seed=11, now=NOW)
 
     def changed(index: int, **change) -> list:
         copy = [dict(e) for e in events]
@@ -180,13 +193,15 @@ def test_the_vectorised_parse_gives_exactly_the_rows_of_the_definition(
 def test_batches_producers_send_take_the_vectorised_path():
     from wap_pipeline.rules.standardize import _parse_vectorised
 
-    assert _parse_vectorised(raw_table(make_events(10, seed=3)), FIELDS) is not None
+    assert _parse_vectorised(raw_table(make_events(10, seed=3, now=NOW)), FIELDS) is not None
     assert _parse_vectorised(raw_table([{"event_id": "e", "unknown": 1}]), FIELDS) is None
 
 
 def test_an_all_valid_batch_is_tagged_like_any_other():
-    rows, _ = audited(make_events(5, seed=5))
-    mixed, _ = audited(make_events(4, seed=5) + [{**make_events(1, seed=6)[0], "currency": "eur"}])
+    rows, _ = audited(make_events(5, seed=5, now=NOW))
+    mixed, _ = audited(
+        make_events(4, seed=5, now=NOW) + [{**make_events(1, seed=6, now=NOW)[0], "currency": "eur"}]
+    )
     assert rows.schema == mixed.schema
     assert rows["invalid_flag"].to_pylist() == [False] * 5
     assert rows["invalid_reasons"].to_pylist() == [[]] * 5
@@ -194,7 +209,7 @@ def test_an_all_valid_batch_is_tagged_like_any_other():
 
 
 def test_standardizing_in_chunks_gives_the_rows_of_the_whole_batch():
-    events = make_events(30, seed=11)
+    events = make_events(30, seed=11, now=NOW)
     events[4]["event_timestamp"] = "yesterday"  # a parse reason
     events[17]["currency"] = "eur"  # a CDE violation
     events[20]["event_id"] = "evt-quarantined"
@@ -211,7 +226,7 @@ def test_standardizing_in_chunks_gives_the_rows_of_the_whole_batch():
 
 
 def test_a_schema_mismatch_in_chunks_names_every_field_of_the_batch():
-    events = make_events(12, seed=12)
+    events = make_events(12, seed=12, now=NOW)
     events[2]["amount_minor"] = "12.50"
     events[9]["loyalty_tier"] = "gold"
     events[10]["amount_minor"] = "13.00"
