@@ -13,7 +13,7 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install spark demo test chaos chaos-ingest bench lint format dev services browser clean
+.PHONY: install spark demo test test-clocks chaos chaos-ingest bench lint format dev services browser faketime clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,13 @@ demo: install
 	$(WAP) run --until-idle
 	$(WAP) status --check
 
-## The whole test suite (lint first). .ci/run runs exactly this.
-test: install spark services browser lint
+## The whole test suite (lint first), after the unit tests under shifted clocks. .ci/run runs exactly this.
+test: install spark services browser faketime lint test-clocks
 	$(PY) -m pytest -n 2 --dist loadfile
+
+## The unit tests with the process clock 400 days ahead, just after New Year's midnight UTC, on a leap day.
+test-clocks: install faketime
+	PY=$(PY) scripts/test-clocks.sh
 
 ## Chaos suite: SCHEDULES seeded fault schedules (kill -9, throttling, partial puts, blackouts,
 ## duplicates; recovery by documented commands; invariants checked). Reproduce one schedule with
@@ -74,6 +78,10 @@ services:
 ## Debian's chromium for the UI tests (apt, only when missing).
 browser:
 	scripts/ensure-browser.sh
+
+## Debian's faketime (libfaketime) for the shifted-clock runs (apt, only when missing).
+faketime:
+	scripts/ensure-faketime.sh
 
 ## The same stack with `dagster dev` on http://127.0.0.1:3000.
 dev: install
