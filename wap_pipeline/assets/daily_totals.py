@@ -81,7 +81,8 @@ def curated_daily_totals(
                 "days": MetadataValue.json([d.isoformat() for d in days]),
                 "curated_rows_read": rows.num_rows,
                 "events": int(pc.sum(totals["events"]).as_py() or 0),
-                "amount_minor": int(pc.sum(totals["amount_minor"]).as_py() or 0),
+                # Python's int: the days' totals each fit int64, their sum need not.
+                "amount_minor": sum(totals["amount_minor"].to_pylist()),
                 "snapshots_expired": len(expired),
             }
         )

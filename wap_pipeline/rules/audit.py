@@ -14,15 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wap_pipeline.rules.standardize import PARSE_REASONS_COLUMN
 
+# Each column's declared domain: a value outside it is a violation with a reason, never an exception
+# further down (curated's dedup window, daily totals).
 MAX_KEY_LENGTH = 128
+"""Longest ``idempotency_key``, ``event_id``, ``account_id`` and ``event_type``."""
 MAX_ABS_AMOUNT_MINOR = 10**15
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+"""Event times are within [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME) and not after the batch landed."""
 # Timestamps further ahead of the batch's landing than this are a producer clock or encoding bug.
 MAX_FUTURE_SKEW = timedelta(days=1)
 _CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
@@ -44,12 +50,28 @@ def _has_control_characters(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.fill_null(pc.match_substring_regex(column, _CONTROL_CHARACTERS), False)
 
 
+def _too_long(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.fill_null(pc.greater(pc.utf8_length(column), MAX_KEY_LENGTH), False)
+
+
+def _outside_event_times(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    kind = pa.timestamp("us", tz="UTC")
+    before = pc.less(column, pa.scalar(EARLIEST_EVENT_TIME, type=kind))
+    after = pc.greater_equal(column, pa.scalar(LATEST_EVENT_TIME, type=kind))
+    return pc.fill_null(pc.or_(before, after), False)
+
+
 def _currency_invalid(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.invert(pc.fill_null(pc.match_substring_regex(column, r"^[A-Z]{3}$"), False))
 
 
 RULES: tuple[Rule, ...] = (
     Rule("event_id_missing", "event_id is null or blank", lambda t, reference: _blank(t["event_id"])),
+    Rule(
+        "event_id_too_long",
+        f"event_id longer than {MAX_KEY_LENGTH} characters",
+        lambda t, reference: _too_long(t["event_id"]),
+    ),
     Rule(
         "idempotency_key_missing",
         "idempotency_key is null or blank",
@@ -63,11 +85,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "idempotency_key_too_long",
         f"idempotency_key longer than {MAX_KEY_LENGTH} characters",
-        lambda t, reference: pc.fill_null(
-            pc.greater(pc.utf8_length(t["idempotency_key"]), MAX_KEY_LENGTH), False
-        ),
+        lambda t, reference: _too_long(t["idempotency_key"]),
     ),
     Rule("event_type_missing", "event_type is null or blank", lambda t, reference: _blank(t["event_type"])),
+    Rule(
+        "event_type_too_long",
+        f"event_type longer than {MAX_KEY_LENGTH} characters",
+        lambda t, reference: _too_long(t["event_type"]),
+    ),
     Rule(
         "event_timestamp_missing",
         "event_timestamp is missing or unparseable",
@@ -84,13 +109,28 @@ RULES: tuple[Rule, ...] = (
             False,
         ),
     ),
+    Rule(
+        "event_timestamp_out_of_range",
+        f"event_timestamp before {EARLIEST_EVENT_TIME:%Y-%m-%d} or from {LATEST_EVENT_TIME:%Y-%m-%d} on",
+        lambda t, reference: _outside_event_times(t["event_timestamp"]),
+    ),
     Rule("account_id_missing", "account_id is null or blank", lambda t, reference: _blank(t["account_id"])),
+    Rule(
+        "account_id_too_long",
+        f"account_id longer than {MAX_KEY_LENGTH} characters",
+        lambda t, reference: _too_long(t["account_id"]),
+    ),
     Rule("amount_missing", "amount_minor is null", lambda t, reference: pc.is_null(t["amount_minor"])),
     Rule(
         "amount_out_of_range",
         f"|amount_minor| >= {MAX_ABS_AMOUNT_MINOR}",
+        # Not abs(): it wraps for the smallest int64, which would pass.
         lambda t, reference: pc.fill_null(
-            pc.greater_equal(pc.abs(t["amount_minor"]), MAX_ABS_AMOUNT_MINOR), False
+            pc.or_(
+                pc.greater_equal(t["amount_minor"], MAX_ABS_AMOUNT_MINOR),
+                pc.less_equal(t["amount_minor"], -MAX_ABS_AMOUNT_MINOR),
+            ),
+            False,
         ),
     ),
     Rule(

@@ -176,9 +176,14 @@ def dedup_window(batch_rows: pa.Table, window_days: int) -> DedupWindow | None:
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
     if low is None:
         return None
-    start = datetime.combine(low.date(), time(), UTC) - timedelta(days=window_days)
-    end = datetime.combine(high.date(), time(), UTC) + timedelta(days=window_days + 1)
-    return DedupWindow(start, end)
+    return DedupWindow(_day_start(low.date(), -window_days), _day_start(high.date(), window_days + 1))
+
+
+def _day_start(day: date, shift: int) -> datetime:
+    """Midnight UTC ``shift`` days from ``day``, saturated at the calendar's ends: a time the audit
+    lets through must never crash the curated step (year 1 minus a week is no date)."""
+    ordinal = min(max(day.toordinal() + shift, date.min.toordinal()), date.max.toordinal())
+    return datetime.combine(date.fromordinal(ordinal), time(), UTC)
 
 
 def event_days(rows: pa.Table) -> list[date]:
@@ -200,6 +205,17 @@ TOTALS_SCHEMA = pa.schema(
 )
 
 
+INT64_MAX = 2**63 - 1
+
+
+class TotalsOverflowError(ArithmeticError):
+    """A day's total does not fit the totals table's int64 column (declared, never a wrapped sum)."""
+
+    def __init__(self, groups: list[dict]):
+        self.groups = groups
+        super().__init__(f"daily total beyond int64 for {len(groups)} group(s), e.g. {groups[:3]}")
+
+
 def daily_totals(curated_rows: pa.Table) -> pa.Table:
     """Events and amount per (UTC day of event, event_type, currency), the business's daily view."""
     if curated_rows.num_rows == 0:
@@ -212,9 +228,19 @@ def daily_totals(curated_rows: pa.Table) -> pa.Table:
             "amount_minor": pc.fill_null(curated_rows["amount_minor"], 0),
         }
     )
+    # Summed as decimals, then checked: an int64 sum would wrap silently.
+    dated = dated.set_column(3, "amount_minor", pc.cast(dated["amount_minor"], pa.decimal128(38, 0)))
     grouped = dated.group_by(["event_date", "event_type", "currency"]).aggregate(
         [("amount_minor", "count"), ("amount_minor", "sum")]
     )
+    beyond = grouped.filter(
+        pc.or_(
+            pc.greater(grouped["amount_minor_sum"], pa.scalar(INT64_MAX, pa.decimal128(38, 0))),
+            pc.less(grouped["amount_minor_sum"], pa.scalar(-INT64_MAX - 1, pa.decimal128(38, 0))),
+        )
+    )
+    if beyond.num_rows:
+        raise TotalsOverflowError(beyond.select(["event_date", "event_type", "currency"]).to_pylist())
     totals = pa.table(
         {
             "event_date": grouped["event_date"],

@@ -16,10 +16,11 @@ represent line for line, goes through the definition. Both give identical tables
 from __future__ import annotations
 
 import io
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import pyarrow as pa
@@ -100,12 +101,61 @@ def _accepts(iceberg_type: object, value: object) -> bool:
 
 
 def parse_timestamp(text: str) -> datetime | None:
-    """An ISO-8601 timestamp that names its offset; None when it is not one."""
+    """An ISO-8601 timestamp that names its offset, in UTC; None when it is not one, or when it has
+    no UTC equivalent (``0001-01-01T00:00+10:00`` is in year 0)."""
     try:
         value = datetime.fromisoformat(text)
     except (TypeError, ValueError):
         return None
-    return value if value.tzinfo is not None else None
+    if value.tzinfo is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+# Integers a column can hold; a JSON integer beyond them is a value out of the column's domain.
+_INTEGER_RANGES: dict[type, tuple[int, int]] = {
+    LongType: (-(2**63), 2**63 - 1),
+    IntegerType: (-(2**31), 2**31 - 1),
+}
+
+
+def _out_of_range(iceberg_type: object, value: object) -> bool:
+    """A JSON number too large for an integer column: an integer beyond it, or one beyond 64 bits
+    that the parser could only read as a float. (A float within the range is a type mismatch.)"""
+    bounds = _INTEGER_RANGES.get(type(iceberg_type))
+    if bounds is None or isinstance(value, bool):
+        return False
+    if isinstance(value, float):  # -2**63 - 1 reads as the float -2.0**63: the bound itself is out
+        return not bounds[0] < value < bounds[1]
+    return isinstance(value, int) and not bounds[0] <= value <= bounds[1]
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKeyError(sorted({key for key in keys if keys.count(key) > 1}))
+    return dict(pairs)
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, keys: list[str]):
+        self.keys = keys
+
+
+def repeated_object_keys(body: str) -> list[str]:
+    """Keys that an object of ``body`` (at any depth) names twice. orjson keeps the last value while
+    the payload keeps both, so such a record is flagged instead of being read one way silently.
+    Only the row-by-row path asks: Arrow's reader refuses such bodies, which sends them there."""
+    try:
+        json.loads(body, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKeyError as error:
+        return error.keys
+    except (ValueError, RecursionError):
+        return []  # not JSON (or nested beyond the parser): reported as such elsewhere
+    return []
 
 
 @dataclass(frozen=True)
@@ -180,22 +230,27 @@ def standardize(
     mismatches = _MismatchCollector()
     columns: dict[str, list] = {name: [] for name in fields}
     parse_reasons: list[list[str]] = []
-    for payload, message_id in zip(payloads, message_ids, strict=True):
+    for payload, message_id, body in zip(payloads, message_ids, raw["body"].to_pylist(), strict=True):
         reasons: list[str] = []
         if payload is None:
             reasons.append("payload is not a JSON object")
             payload = {}
+        else:
+            reasons.extend(f"duplicate key: {key[:40]!r}" for key in repeated_object_keys(body))
         record_id = payload.get("event_id") if isinstance(payload.get("event_id"), str) else message_id
         for name, value in payload.items():
             if name in ENVELOPE_KEYS_IN_PAYLOAD:
                 continue
             if name not in fields:
                 mismatches.add(name, "field not in the standardized schema", record_id)
-            elif not _accepts(fields[name], value):
+            elif not _accepts(fields[name], value) and not _out_of_range(fields[name], value):
                 mismatches.add(name, f"{_json_type_name(value)} where {fields[name]} was expected", record_id)
         for name, kind in fields.items():
             value = payload.get(name)
-            if not _accepts(kind, value):
+            if _out_of_range(kind, value):
+                reasons.append(f"{name} out of range: {str(value)[:40]} does not fit a {kind} column")
+                value = None
+            elif not _accepts(kind, value):
                 value = None
             elif isinstance(kind, TimestamptzType) and value is not None:
                 parsed = parse_timestamp(value)
