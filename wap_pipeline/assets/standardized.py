@@ -187,7 +187,10 @@ def standardized_events(
         fault_point("standardized.after_branch_write")
         audit = count_invalid(
             io.scan_batch(
-                table, branch, batch_id, ("event_id", "message_id", "invalid_flag", "invalid_reasons")
+                table,
+                branch,
+                batch_id,
+                ("event_id", "original_message_id", "invalid_flag", "invalid_reasons"),
             )
         )
         metadata = _audit_metadata(audit, branch, batch_id, reference)

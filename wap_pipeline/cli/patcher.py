@@ -1,7 +1,7 @@
 """``data-patcher``: the support team's CLI (FMEA section 5).
 
 Verbs: ``inspect``, ``secure-clean``, ``quarantine add|list|remove``, ``dlq list|show|purge|redrive``,
-``breaker status``, ``resume-pipeline``, ``audit-log``.
+``breaker status``, ``failures``, ``resume-pipeline``, ``audit-log``.
 Every action is recorded in the operator audit log. ``--json`` on the group makes output
 machine-readable.
 
@@ -465,6 +465,39 @@ def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool, url
         "\n".join(f"run {run_id}" for run_id in run_ids) or "no runs were needed",
     )
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@cli.command("failures")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (as the group's --json).")
+@pass_context
+def failures(ctx: Context, as_json: bool) -> None:
+    """Each failed, unpublished batch: the step, the error, and the records to quarantine.
+
+    Records are named by their quarantine id -- exactly what `data-patcher quarantine add` takes
+    (the event_id, or message:<id> for a record without a usable one) -- with the audit's reasons.
+    Quarantined records are left out, so a batch that lists none is ready for `resume-pipeline`.
+    Exit 0 when nothing failed, 1 otherwise.
+    """
+    from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.schemas import RAW_TABLE, STANDARDIZED_TABLE
+    from wap_pipeline.operations.failures import failed_batches
+    from wap_pipeline.operations.patching import standardized_fields
+
+    ctx.as_json = ctx.as_json or as_json
+    operator = ctx.operator()
+    catalog = load_wap_catalog(ctx.settings)
+    standardized, raw = catalog.load_table(STANDARDIZED_TABLE), catalog.load_table(RAW_TABLE)
+    fields, _ = standardized_fields(ctx.settings)
+    state = operator.breaker.state()
+    batches = failed_batches(standardized, raw, state, fields, operator.quarantine.ids())
+    lines = []
+    for batch in batches:
+        lines.append(f"batch {batch.batch_id} failed in {batch.step}: {batch.error}")
+        lines += [f"  {r.quarantine_id}\t{'; '.join(r.reasons)}" for r in batch.records]
+        if batch.step == "standardized" and not batch.records:
+            lines.append("  no record left to quarantine: `data-patcher resume-pipeline` re-drives it")
+    ctx.emit({"batches": [b.as_dict() for b in batches]}, "\n".join(lines) or "no failed batch")
+    sys.exit(EXIT_FAILED if batches else EXIT_OK)
 
 
 @cli.command("audit-log")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wap_pipeline.rules.quarantine import quarantine_ids
 from wap_pipeline.rules.standardize import PARSE_REASONS_COLUMN
 
 # Each column's declared domain: a value outside it is a violation with a reason, never an exception
@@ -196,13 +197,11 @@ def count_invalid(batch_rows: pa.Table, sample_size: int = 10) -> AuditResult:
         for reason in row_reasons or []:
             key = reason.split(":", 1)[0]
             reasons[key] = reasons.get(key, 0) + 1
-    # Sorted, so that the sample does not depend on the order an engine happens to scan files in.
-    sample = invalid.select(["event_id", "message_id"]).sort_by(
-        [("event_id", "ascending"), ("message_id", "ascending")]
-    )
-    ids = []
-    for row in sample.slice(0, sample_size).to_pylist():
-        ids.append(row["event_id"] or f"message:{row['message_id']}")
+    # Quarantine ids (what `data-patcher quarantine add` takes), sorted, so that the sample does not
+    # depend on the order an engine happens to scan files in.
+    ids = sorted(quarantine_ids(invalid["event_id"], invalid["original_message_id"]).to_pylist())[
+        :sample_size
+    ]
     return AuditResult(
         rows=batch_rows.num_rows, invalid_rows=invalid.num_rows, reasons=reasons, sample_invalid_ids=ids
     )

@@ -309,7 +309,7 @@ def scan_line(line: Line) -> tuple[RecordIds, list[Problem]]:
 # --- the pipeline's own audit, over lines -----------------------------------------------------------
 
 
-def _audit_reasons(rows: list[dict], fields: dict[str, object], reference: datetime) -> list[list[str]]:
+def audit_reasons(rows: list[dict], fields: dict[str, object], reference: datetime) -> list[list[str]]:
     """Why the standardized audit would flag each raw row (empty: it passes). A schema mismatch stops
     a whole batch; here the rows are split until the mismatching ones are found."""
     if not rows:
@@ -323,7 +323,7 @@ def _audit_reasons(rows: list[dict], fields: dict[str, object], reference: datet
                 [f"schema mismatch: {name}: {problem}" for name, problem in sorted(error.problems.items())]
             ]
         middle = len(rows) // 2
-        return _audit_reasons(rows[:middle], fields, reference) + _audit_reasons(
+        return audit_reasons(rows[:middle], fields, reference) + audit_reasons(
             rows[middle:], fields, reference
         )
     return tag_invalid(result.rows, reference)["invalid_reasons"].to_pylist()
@@ -343,7 +343,7 @@ def audit_lines(
         row["is_replay"] = row["is_replay"] or replay
     return {
         row["line_number"]: reasons
-        for row, reasons in zip(rows, _audit_reasons(rows, fields, reference), strict=True)
+        for row, reasons in zip(rows, audit_reasons(rows, fields, reference), strict=True)
     }
 
 

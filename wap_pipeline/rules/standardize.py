@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from pyiceberg.types import BooleanType, DoubleType, IntegerType, LongType, StringType, TimestamptzType
 
-from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN, quarantine_mask
+from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN, quarantine_ids, quarantine_mask
 
 # JSON value types accepted for each Iceberg column type (None is always accepted).
 _ACCEPTED_JSON_TYPES: dict[type, tuple[type, ...]] = {
@@ -191,6 +191,28 @@ def _split_quarantined(
     return raw.filter(keep), keep, skipped
 
 
+def _identities(raw: pa.Table, payloads: list[dict | None]) -> tuple[pa.Array, pa.Array]:
+    """Each raw row's quarantine id and whether it is a replay (flag on the envelope or in the body)."""
+    event_ids = [
+        p.get("event_id") if p is not None and isinstance(p.get("event_id"), str) else None for p in payloads
+    ]
+    is_replay = [
+        bool(r) or (p is not None and p.get("is_replay") is True)
+        for r, p in zip(raw["is_replay"].to_pylist(), payloads, strict=True)
+    ]
+    return quarantine_ids(pa.array(event_ids, pa.string()), raw["original_message_id"]), pa.array(
+        is_replay, pa.bool_()
+    )
+
+
+def quarantine_split(raw: pa.Table, quarantined_ids: Collection[str]) -> tuple[pa.Table, pa.Array]:
+    """(raw rows the quarantine lets through, their quarantine ids) -- the filter :func:`standardize`
+    applies, for callers that audit rows one by one (``data-patcher failures``)."""
+    record_ids, is_replay = _identities(raw, [_parse_payload(body) for body in raw["body"].to_pylist()])
+    kept, keep, _ = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
+    return kept, record_ids.filter(keep)
+
+
 def standardize(
     raw: pa.Table,
     fields: dict[str, object],
@@ -211,33 +233,23 @@ def standardize(
         except pa.ArrowException:
             pass  # a value Arrow will not convert (an int beyond int32...): the definition decides
     payloads = [_parse_payload(body) for body in raw["body"].to_pylist()]
-    envelope_replay = raw["is_replay"].to_pylist()
-    record_ids = [
-        p.get("event_id") if p is not None and isinstance(p.get("event_id"), str) else None for p in payloads
-    ]
-    is_replay = [
-        bool(r) or (p is not None and p.get("is_replay") is True)
-        for r, p in zip(envelope_replay, payloads, strict=True)
-    ]
-    raw, keep, skipped = _split_quarantined(
-        raw, pa.array(record_ids, pa.string()), pa.array(is_replay, pa.bool_()), quarantined_ids
-    )
+    record_ids, is_replay = _identities(raw, payloads)
+    raw, keep, skipped = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     kept = pc.indices_nonzero(keep).to_pylist()
     payloads = [payloads[i] for i in kept]
-    is_replay = [is_replay[i] for i in kept]
-    message_ids = raw["message_id"].to_pylist()
+    is_replay = is_replay.filter(keep)
+    kept_ids = record_ids.filter(keep).to_pylist()
 
     mismatches = _MismatchCollector()
     columns: dict[str, list] = {name: [] for name in fields}
     parse_reasons: list[list[str]] = []
-    for payload, message_id, body in zip(payloads, message_ids, raw["body"].to_pylist(), strict=True):
+    for payload, record_id, body in zip(payloads, kept_ids, raw["body"].to_pylist(), strict=True):
         reasons: list[str] = []
         if payload is None:
             reasons.append("payload is not a JSON object")
             payload = {}
         else:
             reasons.extend(f"duplicate key: {key[:40]!r}" for key in repeated_object_keys(body))
-        record_id = payload.get("event_id") if isinstance(payload.get("event_id"), str) else message_id
         for name, value in payload.items():
             if name in ENVELOPE_KEYS_IN_PAYLOAD:
                 continue
@@ -268,7 +280,7 @@ def standardize(
     arrays["payload"] = raw["body"]
     for name in _LINEAGE_FROM_RAW:
         arrays[name] = raw[name]
-    arrays["is_replay"] = pa.array(is_replay, type=pa.bool_())
+    arrays["is_replay"] = is_replay
     arrays["standardized_at"] = pa.array([standardized_at] * raw.num_rows, type=pa.timestamp("us", tz="UTC"))
     arrays[PARSE_REASONS_COLUMN] = pa.array(parse_reasons, type=pa.list_(pa.string()))
     return StandardizeResult(rows=pa.table(arrays), skipped=skipped)
@@ -399,9 +411,9 @@ def _standardize_vectorised(
     quarantined_ids: Collection[str],
     parsed: pa.Table,
 ) -> StandardizeResult:
-    record_ids = parsed["event_id"]
+    record_ids = quarantine_ids(parsed["event_id"], raw["original_message_id"])
     is_replay = pc.or_(pc.fill_null(raw["is_replay"], False), pc.fill_null(parsed["is_replay"], False))
-    raw, keep, skipped = _split_quarantined(raw, pc.cast(record_ids, pa.string()), is_replay, quarantined_ids)
+    raw, keep, skipped = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     parsed = parsed.filter(keep)
     count = raw.num_rows
     arrays: dict[str, pa.Array | pa.ChunkedArray] = {}

@@ -42,6 +42,10 @@ CDE_VIOLATIONS = {
     "timestamp_in_future": _future,
     "lowercase_currency": lambda e: e.update(currency="eur"),
     "missing_account": lambda e: e.pop("account_id"),
+    # Hostile values: well-formed JSON that must be flagged, never crash a step.
+    "timestamp_year_one": lambda e: e.update(event_timestamp="0001-01-01T00:00:00Z"),
+    "amount_past_int64": lambda e: e.update(amount_minor=2**63),
+    "account_of_100k_chars": lambda e: e.update(account_id="a" * 100_000),
 }
 
 # Records that do not fit the standardized schema (FMEA 2.1): a new field (recovered by evolving the
