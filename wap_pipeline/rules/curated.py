@@ -167,6 +167,13 @@ class DedupWindow:
         return [self.start.date() + timedelta(days=n) for n in range((self.end - self.start).days)]
 
 
+def days_window(days: list[date]) -> DedupWindow:
+    """The whole UTC days from the earliest to the latest of ``days`` (``days`` not empty): what the
+    daily totals and the compaction read of curated, one filter that prunes its day partitions."""
+    start = datetime.combine(min(days), time(), UTC)
+    return DedupWindow(start, datetime.combine(max(days), time(), UTC) + timedelta(days=1))
+
+
 def dedup_window(batch_rows: pa.Table, window_days: int) -> DedupWindow | None:
     """The window of a batch: whole UTC days from its earliest to its latest event, widened by
     ``window_days`` each side. None for a batch without event times (nothing to look up)."""
