@@ -21,12 +21,12 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 from pyiceberg.types import BooleanType, DoubleType, IntegerType, LongType, StringType, TimestamptzType
 
+from wap_pipeline.rules.envelope import json_object
 from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN, quarantine_mask
 
 # JSON value types accepted for each Iceberg column type (None is always accepted).
@@ -116,16 +116,6 @@ class StandardizeResult:
     """Lineage of the raw rows masked by the quarantine (record id, message id, file, line)."""
 
 
-def _parse_payload(body: str | None) -> dict | None:
-    if body is None:
-        return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 def _split_quarantined(
     raw: pa.Table, record_ids: pa.Array, is_replay: pa.Array, quarantined_ids: Collection[str]
 ) -> tuple[pa.Table, pa.Array, pa.Table]:
@@ -160,7 +150,7 @@ def standardize(
             return _standardize_vectorised(raw, fields, standardized_at, quarantined_ids, fast)
         except pa.ArrowException:
             pass  # a value Arrow will not convert (an int beyond int32...): the definition decides
-    payloads = [_parse_payload(body) for body in raw["body"].to_pylist()]
+    payloads = [json_object(body) for body in raw["body"].to_pylist()]
     envelope_replay = raw["is_replay"].to_pylist()
     record_ids = [
         p.get("event_id") if p is not None and isinstance(p.get("event_id"), str) else None for p in payloads
