@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
+from decimal import Decimal
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
 from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
 
 _session: boto3.session.Session | None = None
 _session_lock = threading.Lock()
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 
 
 def client_config(settings: Settings) -> Config:
@@ -48,6 +53,21 @@ def client(service: str, settings: Settings | None = None):
     if settings.aws_call_log:
         record_calls(made, settings.aws_call_log)
     return made
+
+
+def to_item(values: Mapping[str, object]) -> dict[str, dict]:
+    """Plain values as a DynamoDB item (or key, or expression values), by boto3's own serializer."""
+    return {name: _serializer.serialize(value) for name, value in values.items()}
+
+
+def from_item(item: Mapping[str, dict]) -> dict[str, object]:
+    """A DynamoDB item as plain values, by boto3's own deserializer; whole numbers come back as
+    ``int`` (the deserializer gives ``Decimal``), as they were written."""
+    values = {name: _deserializer.deserialize(value) for name, value in item.items()}
+    return {
+        name: int(value) if isinstance(value, Decimal) and value == value.to_integral_value() else value
+        for name, value in values.items()
+    }
 
 
 def record_calls(client, path: str) -> None:

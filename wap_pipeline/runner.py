@@ -37,9 +37,10 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_run_id
 
 from wap_pipeline.definitions import RESOURCES, defs
+from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.jobs import OPERATIONS_JOB, PIPELINE_JOB
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.sensors import landing_sensor, queue_depth, sqs_sensor
+from wap_pipeline.sensors import landing_sensor, sqs_sensor
 
 CODE_LOCATION = "wap_pipeline"
 DEFINITIONS_MODULE = "wap_pipeline.definitions"
@@ -299,7 +300,7 @@ def run_until_idle(
             continue
         producing = producer_active()
         try:
-            visible, in_flight = queue_depth(aws)
+            visible, in_flight = sqs_calls.depth(aws.client("sqs"), aws.queue_url())
         except (BotoCoreError, ClientError) as error:
             log(f"ingest queue unreachable, waiting: {error}")
             time.sleep(poll_s)

@@ -12,6 +12,7 @@ from dagster import (
     sensor,
 )
 
+from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.landing import LandingCursor, discover
 from wap_pipeline.jobs import INGEST_JOB, ingest_job, pipeline_job
 from wap_pipeline.partitions import landing_batches
@@ -25,17 +26,6 @@ _ACTIVE = [
 ]
 
 
-def queue_depth(aws: AwsResource) -> tuple[int, int]:
-    """(visible, in flight) messages of the ingest queue."""
-    attributes = aws.client("sqs").get_queue_attributes(
-        QueueUrl=aws.queue_url(),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 @sensor(
     job=ingest_job,
     minimum_interval_seconds=10,
@@ -44,7 +34,7 @@ def queue_depth(aws: AwsResource) -> tuple[int, int]:
 )
 def sqs_sensor(context: SensorEvaluationContext, aws: AwsResource):
     try:
-        visible, in_flight = queue_depth(aws)
+        visible, in_flight = sqs_calls.depth(aws.client("sqs"), aws.queue_url())
     except (BotoCoreError, ClientError) as error:
         return SkipReason(f"ingest queue unreachable, will retry: {error}")
     if visible == 0:

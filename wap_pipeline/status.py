@@ -25,6 +25,7 @@ from wap_pipeline import aws
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
 from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.landing import list_objects
 from wap_pipeline.operations.audit_log import AuditLog
 from wap_pipeline.provision import queue_url
@@ -182,20 +183,11 @@ def quarantined_in_curated(curated: Table, ids: set[str]) -> int:
     return len(pc.unique(found[RECORD_ID_COLUMN]))
 
 
-def _depth(sqs, url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def collect(settings: Settings) -> Status:
     tables = ensure_tables(load_wap_catalog(settings))
     sqs = aws.client("sqs", settings)
-    visible, in_flight = _depth(sqs, queue_url(sqs, settings.queue_name))
-    dlq_visible, dlq_in_flight = _depth(sqs, queue_url(sqs, settings.dlq_name))
+    visible, in_flight = sqs_calls.depth(sqs, queue_url(sqs, settings.queue_name))
+    dlq_visible, dlq_in_flight = sqs_calls.depth(sqs, queue_url(sqs, settings.dlq_name))
     dynamodb = aws.client("dynamodb", settings)
     breaker = CircuitBreaker(dynamodb, settings.breaker_table, settings.pipeline_name).state()
     landed = list_objects(aws.client("s3", settings), settings.landing_bucket, settings.landing_prefix)

@@ -4,6 +4,10 @@ What the UI's "Re-execute from failure" does, from a script: the new run is a ch
 one, inherits its tags (so its partition), and runs only the steps that did not succeed. Which batches
 to re-execute is decided by the same rule as the headless path
 (:func:`wap_pipeline.runner.select_batches_to_redrive`).
+
+Launching a run goes through Dagster's own client (``dagster_graphql.DagsterGraphQLClient``); it has
+no call for listing runs, a partitioned asset's keys, re-execution from failure or a run's steps, so
+those stay small queries of our own.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from wap_pipeline.jobs import PIPELINE_JOB
 from wap_pipeline.runner import CODE_LOCATION, PARTITION_TAG, SINGLETON_REPOSITORY, select_batches_to_redrive
@@ -39,14 +45,6 @@ query Partitions($path: [String!]!) {
 _REEXECUTE = """
 mutation Reexecute($parentRunId: String!) {
   launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on Error { message }
-  }
-}"""
-_LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
     __typename
     ... on LaunchRunSuccess { run { runId } }
     ... on Error { message }
@@ -81,6 +79,14 @@ class DagsterWebserver:
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float = 30.0):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        parts = urlsplit(self.url)
+        self._client = DagsterGraphQLClient(
+            parts.hostname or "127.0.0.1",
+            port_number=parts.port,
+            use_https=parts.scheme == "https",
+            timeout=int(timeout_s),
+            path_prefix=parts.path,
+        )
 
     def reachable(self) -> bool:
         try:
@@ -134,18 +140,16 @@ class DagsterWebserver:
         return result["run"]["runId"]
 
     def launch_partition(self, partition: str, job_name: str = PIPELINE_JOB) -> str:
-        params = {
-            "selector": {
-                "repositoryLocationName": CODE_LOCATION,
-                "repositoryName": SINGLETON_REPOSITORY,
-                "jobName": job_name,
-            },
-            "executionMetadata": {"tags": [{"key": PARTITION_TAG, "value": partition}]},
-        }
-        result = self._query(_LAUNCH, {"params": params})["launchRun"]
-        if result["__typename"] != "LaunchRunSuccess":
-            raise WebserverError(f"launching {job_name} for {partition} refused: {result.get('message')}")
-        return result["run"]["runId"]
+        try:
+            return self._client.submit_job_execution(
+                job_name,
+                repository_location_name=CODE_LOCATION,
+                repository_name=SINGLETON_REPOSITORY,
+                tags={PARTITION_TAG: partition},
+            )
+        except DagsterGraphQLClientError as error:
+            reason = error.__cause__ or ": ".join(str(arg) for arg in error.args)  # not the whole query
+            raise WebserverError(f"launching {job_name} for {partition} refused: {reason}") from error
 
     def run_status(self, run_id: str) -> tuple[str, list[str] | None]:
         data = self._query(_STATUS, {"runId": run_id})["runOrError"]

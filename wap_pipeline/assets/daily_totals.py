@@ -10,7 +10,7 @@ Nothing reads this table's history (it is recomputed, never replayed), so it kee
 slower (PyIceberg copies the whole table metadata, every snapshot included, several times per commit).
 """
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,15 +23,10 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
-from wap_pipeline.rules.curated import EVENT_TIME, DedupWindow, daily_totals
+from wap_pipeline.rules.curated import EVENT_TIME, daily_totals, days_window
 
 DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
 DAILY_TOTALS_SNAPSHOTS_KEPT = 10
-
-
-def _days_range(days: list[date]) -> DedupWindow:
-    start = datetime.combine(min(days), time(), UTC)
-    return DedupWindow(start, datetime.combine(max(days), time(), UTC) + timedelta(days=1))
 
 
 @asset(
@@ -63,7 +58,7 @@ def curated_daily_totals(
         if not days:
             return MaterializeResult(metadata={"batch_id": batch_id, "days_recomputed": 0})
         rows = curated.scan(
-            row_filter=window_filter(_days_range(days)),
+            row_filter=window_filter(days_window(days)),
             selected_fields=(EVENT_TIME, "event_type", "currency", "amount_minor"),
         ).to_arrow()
         totals = daily_totals(rows)

@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from wap_pipeline.ingest import dlq
+from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, QuarantineResource
 
 DLQ_KEY = AssetKey(["operations", "dlq"])
@@ -46,7 +47,7 @@ def dlq_depth(context: AssetExecutionContext, aws: AwsResource):
     settings = aws.settings()
     sqs = aws.client("sqs")
     url = aws.queue_url(settings.dlq_name)
-    depth = dlq.depth(sqs, url)
+    depth = sum(sqs_calls.depth(sqs, url))  # visible + in flight
     sample = dlq.browse(sqs, url, limit=_AGE_SAMPLE) if depth else []
     age = dlq.oldest_age_s(sample)
     metadata = {

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
@@ -33,7 +33,7 @@ from pyiceberg.table import FileScanTask, Table, TableProperties
 from pyiceberg.utils.properties import property_as_int
 
 from wap_pipeline.iceberg.filters import window_filter
-from wap_pipeline.rules.curated import DedupWindow
+from wap_pipeline.rules.curated import days_window
 
 # Marker of a compaction commit in the snapshot summary (value: the compacted days, comma-separated).
 COMPACTION_PROPERTY = "wap.compaction"
@@ -53,24 +53,11 @@ class CompactionResult:
     files_after: int = 0
     rows: int = 0
 
-    def as_metadata(self) -> dict[str, object]:
-        return {
-            "compacted_days": [d.isoformat() for d in self.days],
-            "compacted_files_before": self.files_before,
-            "compacted_files_after": self.files_after,
-            "compacted_rows": self.rows,
-        }
-
 
 def _day_of(task: FileScanTask) -> date | None:
     """The day partition of a data file (curated is partitioned by ``day(event_timestamp)``)."""
     value = task.file.partition[0] if len(task.file.partition) else None
     return _EPOCH + timedelta(days=value) if isinstance(value, int) else None
-
-
-def _days_window(days: list[date]) -> DedupWindow:
-    start = datetime.combine(min(days), time(), UTC)
-    return DedupWindow(start, datetime.combine(max(days), time(), UTC) + timedelta(days=1))
 
 
 def small_files_by_day(table: Table, days: list[date]) -> dict[date, list[FileScanTask]]:
@@ -89,7 +76,7 @@ def small_files_by_day(table: Table, days: list[date]) -> dict[date, list[FileSc
     wanted = set(days)
     found: dict[date, list[FileScanTask]] = defaultdict(list)
     with_deletes: set[date] = set()
-    for task in table.scan(row_filter=window_filter(_days_window(days))).plan_files():
+    for task in table.scan(row_filter=window_filter(days_window(days))).plan_files():
         day = _day_of(task)
         if day not in wanted or task.file.content != DataFileContent.DATA:
             continue

@@ -78,15 +78,6 @@ def browse(sqs, url: str, limit: int | None = None) -> list[DlqMessage]:
     return sorted(messages, key=lambda m: (m.sent_at or datetime.min.replace(tzinfo=UTC), m.message_id))
 
 
-def depth(sqs, url: str) -> int:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def oldest_age_s(messages: list[DlqMessage], now: float | None = None) -> float | None:
     sent = [m.sent_at.timestamp() for m in messages if m.sent_at]
     return (now or time.time()) - min(sent) if sent else None

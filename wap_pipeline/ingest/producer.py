@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import orjson
 
+from wap_pipeline.ingest import sqs as sqs_calls
+
 
 def send_bodies(sqs, queue_url: str, bodies: list[str], attributes: list[dict] | None = None) -> list[str]:
     """Send raw bodies in batches of 10; returns the message ids. Raises if SQS refused any."""
@@ -33,11 +35,6 @@ def send_events(sqs, queue_url: str, events: list[dict]) -> list[str]:
     return send_bodies(sqs, queue_url, [orjson.dumps(event).decode() for event in events])
 
 
-def visible_depth(sqs, queue_url: str) -> int:
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
-
-
 def send_in_waves(
     sqs,
     queue_url: str,
@@ -57,7 +54,7 @@ def send_in_waves(
     sent = 0
     wave = 0
     while sent < total:
-        while max_depth is not None and visible_depth(sqs, queue_url) > max_depth:
+        while max_depth is not None and sqs_calls.depth(sqs, queue_url)[0] > max_depth:
             time.sleep(poll_s)
         size = min(wave_size, total - sent)
         send_events(sqs, queue_url, make_wave(wave, size))

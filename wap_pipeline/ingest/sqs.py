@@ -1,5 +1,5 @@
-"""The two SQS calls every consumer here makes the same way: receive with all attributes, and
-delete by receipt handle in batches of ten."""
+"""The SQS calls every consumer here makes the same way: receive with all attributes, delete by
+receipt handle in batches of ten, and read a queue's depth."""
 
 from __future__ import annotations
 
@@ -31,3 +31,14 @@ def delete(sqs, queue_url: str, receipt_handles: list[str]) -> tuple[int, list[d
         deleted += len(response.get("Successful", []))
         failed += response.get("Failed", [])
     return deleted, failed
+
+
+def depth(sqs, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue: SQS's approximate counts, read in one call."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )

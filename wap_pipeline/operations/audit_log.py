@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from wap_pipeline import aws
+
 
 @dataclass(frozen=True)
 class AuditEntry:
@@ -49,15 +51,10 @@ class AuditLog:
         )
         self._dynamodb.put_item(
             TableName=self._table,
-            Item={
-                "entry_id": {"S": entry.entry_id},
-                "at": {"S": entry.at},
-                "operator": {"S": operator},
-                "action": {"S": action},
-                "target": {"S": target},
-                "reason": {"S": reason},
-                "details": {"S": json.dumps(entry.details, sort_keys=True, default=str)},
-            },
+            # details is stored as JSON text: any shape, and the items already written stay readable.
+            Item=aws.to_item(
+                {**entry.as_dict(), "details": json.dumps(entry.details, sort_keys=True, default=str)}
+            ),
             ConditionExpression="attribute_not_exists(entry_id)",
         )
         return entry
@@ -67,15 +64,7 @@ class AuditLog:
         entries = []
         for page in self._dynamodb.get_paginator("scan").paginate(TableName=self._table):
             for item in page.get("Items", []):
-                entries.append(
-                    AuditEntry(
-                        entry_id=item["entry_id"]["S"],
-                        at=item["at"]["S"],
-                        operator=item["operator"]["S"],
-                        action=item["action"]["S"],
-                        target=item["target"]["S"],
-                        reason=item["reason"]["S"],
-                        details=json.loads(item["details"]["S"]),
-                    )
-                )
+                values = aws.from_item(item)
+                values["details"] = json.loads(values["details"])
+                entries.append(AuditEntry(**{name: values[name] for name in AuditEntry.__dataclass_fields__}))
         return sorted(entries, key=lambda e: (e.at, e.entry_id))

@@ -64,19 +64,19 @@ class CircuitBreaker:
 
     def state(self) -> BreakerState:
         item = self._dynamodb.get_item(
-            TableName=self._table, Key={"pipeline": {"S": self.pipeline}}, ConsistentRead=True
+            TableName=self._table, Key=aws.to_item({"pipeline": self.pipeline}), ConsistentRead=True
         ).get("Item")
         if not item:
             return BreakerState(self.pipeline)
-        values = {k: (int(v["N"]) if "N" in v else v["S"]) for k, v in item.items()}
+        values = aws.from_item(item)
         return BreakerState(**{k: v for k, v in values.items() if k in BreakerState.__dataclass_fields__})
 
     def _write(self, previous: BreakerState, new: BreakerState) -> None:
-        item = {k: ({"N": str(v)} if isinstance(v, int) else {"S": v}) for k, v in asdict(new).items()}
+        item = aws.to_item(asdict(new))
         if previous.version == 0:
             condition, values = "attribute_not_exists(pipeline)", {}
         else:
-            condition, values = "version = :v", {":v": {"N": str(previous.version)}}
+            condition, values = "version = :v", aws.to_item({":v": previous.version})
         kwargs = {"TableName": self._table, "Item": item, "ConditionExpression": condition}
         if values:
             kwargs["ExpressionAttributeValues"] = values

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from dagster import ConfigurableResource
@@ -40,18 +40,13 @@ class Quarantine:
         )
         self._dynamodb.put_item(
             TableName=self._table,
-            Item={
-                "record_id": {"S": entry.record_id},
-                "reason": {"S": entry.reason},
-                "added_by": {"S": entry.added_by},
-                "added_at": {"S": entry.added_at},
-            },
+            Item=aws.to_item(asdict(entry)),
         )
         return entry
 
     def remove(self, record_id: str) -> bool:
         response = self._dynamodb.delete_item(
-            TableName=self._table, Key={"record_id": {"S": record_id}}, ReturnValues="ALL_OLD"
+            TableName=self._table, Key=aws.to_item({"record_id": record_id}), ReturnValues="ALL_OLD"
         )
         return "Attributes" in response
 
@@ -59,12 +54,13 @@ class Quarantine:
         entries = []
         for page in self._dynamodb.get_paginator("scan").paginate(TableName=self._table):
             for item in page.get("Items", []):
+                values = aws.from_item(item)
                 entries.append(
                     QuarantineEntry(
-                        item["record_id"]["S"],
-                        item.get("reason", {}).get("S", ""),
-                        item.get("added_by", {}).get("S", ""),
-                        item.get("added_at", {}).get("S", ""),
+                        values["record_id"],
+                        values.get("reason", ""),
+                        values.get("added_by", ""),
+                        values.get("added_at", ""),
                     )
                 )
         return entries
@@ -74,7 +70,7 @@ class Quarantine:
         ids: set[str] = set()
         paginator = self._dynamodb.get_paginator("scan")
         for page in paginator.paginate(TableName=self._table, ProjectionExpression="record_id"):
-            ids.update(item["record_id"]["S"] for item in page.get("Items", []))
+            ids.update(aws.from_item(item)["record_id"] for item in page.get("Items", []))
         return frozenset(ids)
 
     def count(self) -> int:

@@ -31,7 +31,14 @@ import pyarrow as pa
 
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
 from wap_pipeline.rules.audit import RULES, tag_invalid
-from wap_pipeline.rules.envelope import DEFAULT_LIMITS, PayloadLimits, parse_body, raw_rows
+from wap_pipeline.rules.envelope import (
+    DEFAULT_LIMITS,
+    PayloadLimits,
+    json_object,
+    parse_body,
+    raw_rows,
+    split_landing_line,
+)
 from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
 
 READ_CHUNK_BYTES = 1 << 20
@@ -182,19 +189,8 @@ class _Parsed:
 
 
 def _parse(text: str) -> _Parsed:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        value = None
-    if isinstance(value, dict) and isinstance(value.get("body"), str):
-        envelope, body = value, value["body"]
-    else:
-        envelope, body = None, text
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        payload = None
-    return _Parsed(envelope, body, payload if isinstance(payload, dict) else None)
+    envelope, body = split_landing_line(text)
+    return _Parsed(envelope, body, json_object(body))
 
 
 def _ids(parsed: _Parsed) -> RecordIds:
@@ -508,13 +504,8 @@ def _original_event_id(data: bytes) -> str | None:
     """The record id the standardized layer reads from this line (through the raw layer's parsing),
     which is what the quarantine must mask."""
     rows = raw_rows(data, "", "", datetime.now(UTC))
-    if not rows:
-        return None
-    try:
-        payload = orjson.loads(rows[0]["body"])
-    except orjson.JSONDecodeError:
-        return None
-    return _str(payload.get("event_id")) if isinstance(payload, dict) else None
+    payload = json_object(rows[0]["body"]) if rows else None
+    return _str(payload.get("event_id")) if payload is not None else None
 
 
 def clean_line(line: Line, chars: Collection[str], limits: PayloadLimits = DEFAULT_LIMITS) -> CleanedLine:

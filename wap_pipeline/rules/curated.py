@@ -167,6 +167,12 @@ class DedupWindow:
         return [self.start.date() + timedelta(days=n) for n in range((self.end - self.start).days)]
 
 
+def days_window(days: list[date]) -> DedupWindow:
+    """The whole UTC days from the earliest to the latest of ``days`` (``days`` not empty): what the
+    daily totals and the compaction read of curated, one filter that prunes its day partitions."""
+    return DedupWindow(_day_start(min(days), 0), _day_start(max(days), 1))
+
+
 def dedup_window(batch_rows: pa.Table, window_days: int) -> DedupWindow | None:
     """The window of a batch: whole UTC days from its earliest to its latest event, widened by
     ``window_days`` each side. None for a batch without event times (nothing to look up)."""

@@ -90,6 +90,28 @@ def parse_body(body: str, limits: PayloadLimits = DEFAULT_LIMITS) -> dict | str:
     return value
 
 
+def json_object(text: str | bytes | None) -> dict | None:
+    """``text`` as a JSON object; None when it is not one (not JSON, another JSON value, no text).
+    How every layer reads a landing line and a message body: one definition of "is an object"."""
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def split_landing_line(line: bytes | str) -> tuple[dict | None, str]:
+    """(envelope, body) of one landing line. The envelope is the line as a JSON object with a string
+    ``body``; a line that is not one has no envelope and is its own body (bytes decoded, invalid UTF-8
+    replaced), so that the standardized audit flags it instead of it vanishing."""
+    envelope = json_object(line)
+    if envelope is not None and isinstance(envelope.get("body"), str):
+        return envelope, envelope["body"]
+    return None, line if isinstance(line, str) else line.decode("utf-8", errors="replace")
+
+
 def to_landing_record(message: dict, limits: PayloadLimits = DEFAULT_LIMITS) -> dict | Rejection:
     """Build the landing record for one received SQS message, or reject it."""
     attributes = message.get("Attributes", {})
@@ -129,6 +151,7 @@ def raw_rows(data: bytes, landing_file_key: str, batch_id: str, ingested_at: dat
     for line_number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
+        record, body = split_landing_line(line)
         row = {
             "batch_id": batch_id,
             "landing_file_key": landing_file_key,
@@ -140,13 +163,9 @@ def raw_rows(data: bytes, landing_file_key: str, batch_id: str, ingested_at: dat
             "is_replay": False,
             "sent_timestamp": None,
             "receive_count": None,
-            "body": line.decode("utf-8", errors="replace"),
+            "body": body,
         }
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if isinstance(record, dict) and isinstance(record.get("body"), str):
+        if record is not None:
             row.update({name: record.get(name) for name in ENVELOPE_FIELDS})
             row["is_replay"] = bool(record.get("is_replay"))
             if row["sent_timestamp"] is not None:

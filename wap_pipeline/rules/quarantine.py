@@ -49,11 +49,3 @@ def quarantine_mask(
     ids = pc.cast(rows[id_column], pa.string())
     in_quarantine = pc.fill_null(pc.is_in(ids, value_set=value_set), False)
     return pc.and_(in_quarantine, pc.invert(rows["is_replay"]))
-
-
-def apply_quarantine(
-    rows: pa.Table, quarantined_ids: Collection[str], id_column: str = RECORD_ID_COLUMN
-) -> tuple[pa.Table, pa.Table]:
-    """Split rows into (kept, skipped)."""
-    mask = quarantine_mask(rows, quarantined_ids, id_column)
-    return rows.filter(pc.invert(mask)), rows.filter(mask)

@@ -22,12 +22,12 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 from pyiceberg.types import BooleanType, DoubleType, IntegerType, LongType, StringType, TimestamptzType
 
+from wap_pipeline.rules.envelope import json_object
 from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN, quarantine_ids, quarantine_mask
 
 # JSON value types accepted for each Iceberg column type (None is always accepted).
@@ -166,16 +166,6 @@ class StandardizeResult:
     """Lineage of the raw rows masked by the quarantine (record id, message id, file, line)."""
 
 
-def _parse_payload(body: str | None) -> dict | None:
-    if body is None:
-        return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 def _split_quarantined(
     raw: pa.Table, record_ids: pa.Array, is_replay: pa.Array, quarantined_ids: Collection[str]
 ) -> tuple[pa.Table, pa.Array, pa.Table]:
@@ -208,7 +198,7 @@ def _identities(raw: pa.Table, payloads: list[dict | None]) -> tuple[pa.Array, p
 def quarantine_split(raw: pa.Table, quarantined_ids: Collection[str]) -> tuple[pa.Table, pa.Array]:
     """(raw rows the quarantine lets through, their quarantine ids) -- the filter :func:`standardize`
     applies, for callers that audit rows one by one (``data-patcher failures``)."""
-    record_ids, is_replay = _identities(raw, [_parse_payload(body) for body in raw["body"].to_pylist()])
+    record_ids, is_replay = _identities(raw, [json_object(body) for body in raw["body"].to_pylist()])
     kept, keep, _ = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     return kept, record_ids.filter(keep)
 
@@ -232,7 +222,7 @@ def standardize(
             return _standardize_vectorised(raw, fields, standardized_at, quarantined_ids, fast)
         except pa.ArrowException:
             pass  # a value Arrow will not convert (an int beyond int32...): the definition decides
-    payloads = [_parse_payload(body) for body in raw["body"].to_pylist()]
+    payloads = [json_object(body) for body in raw["body"].to_pylist()]
     record_ids, is_replay = _identities(raw, payloads)
     raw, keep, skipped = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     kept = pc.indices_nonzero(keep).to_pylist()

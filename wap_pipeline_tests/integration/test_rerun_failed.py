@@ -6,7 +6,11 @@ from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
+from wap_pipeline.jobs import PIPELINE_JOB
+from wap_pipeline.partitions import landing_batches
 from wap_pipeline.rules.curated import daily_totals
+from wap_pipeline.runner import PARTITION_TAG
+from wap_pipeline.state import ensure_dagster_home
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import (
@@ -83,3 +87,19 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
     curated_rows = tables(stack)["curated"].scan().to_arrow()
     totals = tables(stack)["daily_totals"].scan().to_arrow()
     assert sorted(totals.to_pylist(), key=str) == sorted(daily_totals(curated_rows).to_pylist(), key=str)
+
+
+def test_a_batch_never_run_is_launched_through_dagsters_graphql_client(stack, tmp_path):
+    """The launch (not a re-execution) goes through DagsterGraphQLClient.submit_job_execution: the
+    run is the pipeline job of the right code location, tagged with the batch's partition."""
+    ensure_dagster_home(stack)
+    with DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(landing_batches.name, ["never-run-batch"])
+    with dagster_dev(tmp_path / "dagster-dev.log") as url:
+        launched = run_cli("rerun-failed", "--url", url, "--no-wait")
+    assert "never-run-batch: never run; launched run " in launched.stdout, launched.stdout
+    run_id = launched.stdout.split("launched run ")[1].split()[0]
+    with DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+    assert run is not None and run.job_name == PIPELINE_JOB
+    assert run.tags[PARTITION_TAG] == "never-run-batch"

@@ -4,7 +4,14 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from wap_pipeline.rules.envelope import Rejection, landing_line, raw_rows, to_landing_record
+from wap_pipeline.rules.envelope import (
+    Rejection,
+    json_object,
+    landing_line,
+    raw_rows,
+    split_landing_line,
+    to_landing_record,
+)
 
 
 def message(
@@ -78,6 +85,20 @@ def test_landing_lines_round_trip_into_raw_rows_and_foreign_lines_are_kept():
     assert rows[2]["body"] == "not an envelope"
     assert rows[0]["sent_timestamp"] == datetime.fromtimestamp(1764345600, tz=UTC)
     assert orjson.loads(rows[1]["body"]) == {"event_id": "e2"}
+
+
+def test_one_split_of_a_landing_line_for_the_raw_layer_inspect_and_standardize():
+    envelope = {"message_id": "m1", "body": '{"event_id": "e1"}'}
+    line = orjson.dumps(envelope)
+    assert split_landing_line(line) == split_landing_line(line.decode()) == (envelope, envelope["body"])
+    assert json_object(envelope["body"]) == {"event_id": "e1"}
+    # Not an envelope: the line is its own body, so the audit flags it.
+    assert split_landing_line(b'{"body": 42}') == (None, '{"body": 42}')
+    assert split_landing_line(b"\xef\xbb\xbf" + line) == (None, "\ufeff" + line.decode())  # a BOM
+    # The raw layer splits bytes (invalid UTF-8 is no JSON); inspect splits the text it decoded.
+    assert split_landing_line(b'{"body": "\xff"}') == (None, '{"body": "\ufffd"}')
+    assert split_landing_line('{"body": "\ufffd"}') == ({"body": "\ufffd"}, "\ufffd")
+    assert json_object("[1]") is None and json_object("{") is None and json_object(None) is None
 
 
 def _forwarded(count: int) -> bytes:
