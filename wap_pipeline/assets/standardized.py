@@ -55,10 +55,10 @@ PUBLISH_CONFLICT_RETRIES = 3
 
 def recovery_commands(batch_id: str, sample_ids: list[str]) -> str:
     """The exact commands that recover a batch that failed its audit."""
-    example = sample_ids[0] if sample_ids else "<event_id>"
+    example = sample_ids[0] if sample_ids else "<quarantine id>"
     return (
-        f"1. quarantine each offending record (ids in `sample_invalid_ids`):\n"
-        f"   `data-patcher quarantine add {example} --reason '<why>'`\n"
+        f"1. list every offending record by quarantine id (`sample_invalid_ids` shows the first ones):\n"
+        f"   `data-patcher failures`, then for each: `data-patcher quarantine add {example} --reason '<why>'`\n"
         f"2. (optional) re-inject a fixed copy as a replay (`is_replay=true`): it bypasses the quarantine\n"
         f"3. reset the breaker and re-drive batch {batch_id} from failure (it is written to a new branch):\n"
         f"   `data-patcher resume-pipeline --pipeline standard_ingest --reason '<why>'`"
