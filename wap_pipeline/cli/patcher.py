@@ -177,9 +177,20 @@ def inspect(ctx: Context, uri: str) -> None:
 )
 @click.option("--reason", default="secure-clean", show_default=True, help="Recorded in the audit log.")
 @click.option("--dry-run", is_flag=True, help="Read, clean and validate; write and send nothing.")
+@click.option(
+    "--allow-key-change",
+    is_flag=True,
+    help="Re-inject records whose idempotency_key or event_id the cleaning changes (refused otherwise).",
+)
 @pass_context
 def secure_clean(
-    ctx: Context, uri: str, remove_chars: str, re_inject_queue: str | None, reason: str, dry_run: bool
+    ctx: Context,
+    uri: str,
+    remove_chars: str,
+    re_inject_queue: str | None,
+    reason: str,
+    dry_run: bool,
+    allow_key_change: bool,
 ) -> None:
     """Remove characters from a landing file's records and re-inject the fixed records as replays.
 
@@ -191,8 +202,14 @@ def secure_clean(
     attributes is_replay=true, original_message_id and idempotency_key, and its original is
     quarantined, so that re-driving the failed batch skips the bad copy while the replay bypasses
     the quarantine. Exit 1 when a record is left invalid.
+
+    A cleaning that changes a record's idempotency_key or event_id is refused (exit 3, the records
+    listed, nothing written or sent) unless --allow-key-change: curated keeps one row per key, so the
+    replay would be a new row beside the old key's row (if that was published, it stays, and the
+    event counts twice in the totals).
     """
     from wap_pipeline.operations.patching import (
+        KeyChangeRefused,
         NotAllowedError,
         NotFoundError,
         parse_source,
@@ -247,7 +264,17 @@ def secure_clean(
     if not ctx.as_json:
         click.echo(f"{'[dry run] ' if dry_run else ''}Cleaning {uri}: removing {shown}")
     try:
-        outcome = run_secure_clean(ctx.operator(), source, chars, re_inject_queue, reason, dry_run, on_record)
+        outcome = run_secure_clean(
+            ctx.operator(), source, chars, re_inject_queue, reason, dry_run, on_record, allow_key_change
+        )
+    except KeyChangeRefused as error:
+        listed = "\n".join(f"  line {r.line}: {'; '.join(r.key_changes)}" for r in error.records)
+        _refuse(
+            EXIT_REFUSED,
+            f"{error}; nothing was written or sent:\n{listed}\n"
+            "Pass --allow-key-change to re-inject them under the cleaned keys (a published row under an "
+            "old key stays in curated beside the new one).",
+        )
     except NotAllowedError as error:
         _refuse(EXIT_NOT_ALLOWED, str(error))
     except NotFoundError as error:

@@ -51,6 +51,15 @@ class NotFoundError(Exception):
     """The file to inspect or clean, or the queue to re-inject to, does not exist."""
 
 
+class KeyChangeRefused(Exception):
+    """Cleaning would change records' idempotency_key or event_id, and that was not allowed: their
+    replays would be new events to curated, beside whatever the old keys already hold."""
+
+    def __init__(self, records: list[CleanedLine]):
+        self.records = records
+        super().__init__(f"cleaning changes the idempotency_key or event_id of {len(records)} record(s)")
+
+
 @dataclass(frozen=True)
 class Source:
     uri: str
@@ -175,10 +184,14 @@ def secure_clean(
     reason: str,
     dry_run: bool,
     on_record: Callable[[CleanedLine, str | None], None],
+    allow_key_change: bool = False,
 ) -> PatchOutcome:
     """Clean ``source``; store the cleaned copy; re-inject the cleaned records to ``queue`` as replays;
     quarantine their originals. ``on_record(record, new_message_id)`` is told about every record that
     is not unchanged (an injected one once it is sent). Dry run: read and validate, change nothing.
+
+    Raises :class:`KeyChangeRefused`, having written and sent nothing, when cleaning changes a record's
+    ``idempotency_key`` or ``event_id`` and ``allow_key_change`` is not set.
 
     ``operator`` is a :class:`wap_pipeline.operations.actions.Operator`: every change is recorded."""
     settings: Settings = operator.settings
@@ -189,6 +202,7 @@ def secure_clean(
     check_bucket(settings, settings.landing_bucket)
     fields, _ = standardized_fields(settings)
     outcome = PatchOutcome(new_patch_id(), CleanSummary())
+    key_changes: list[CleanedLine] = []
     with tempfile.TemporaryDirectory(prefix="wap-patch-") as scratch:
         copy_path, spool_path = Path(scratch) / "cleaned", Path(scratch) / "replays.ndjson"
         with (
@@ -205,6 +219,10 @@ def secure_clean(
                     on_record(cleaned, None)
                 if cleaned.status == CLEANED:
                     spool.write(orjson.dumps(cleaned.as_dict()) + b"\n")
+                    if cleaned.key_changes:
+                        key_changes.append(cleaned)
+        if key_changes and not allow_key_change:
+            raise KeyChangeRefused(key_changes)
         if dry_run:
             return outcome
         copy_key = f"{settings.patches_prefix}{outcome.patch_id}/{source.name}"
@@ -259,6 +277,7 @@ def _from_dict(doc: dict) -> CleanedLine:
         body=doc["body"],
         attributes=doc["attributes"],
         original_event_id=doc["original_event_id"],
+        key_changes=doc["key_changes"],
     )
 
 

@@ -456,6 +456,9 @@ class CleanedLine:
     """Why an ``invalid`` record is still invalid."""
     original_event_id: str | None = None
     """The event_id the pipeline reads from the original line: what the quarantine must mask."""
+    key_changes: list[str] = field(default_factory=list)
+    """``idempotency_key`` / ``event_id`` changed by the cleaning, as ``name: 'old' -> 'new'``: the
+    replay would be a different event to curated, so secure-clean refuses it unless allowed."""
 
     def as_dict(self) -> dict:
         return {
@@ -463,6 +466,7 @@ class CleanedLine:
             "status": self.status,
             "ids": self.ids.as_dict(),
             "original_event_id": self.original_event_id,
+            "key_changes": self.key_changes,
             "removed": self.removed,
             "attributes": self.attributes,
             "reasons": self.reasons,
@@ -506,6 +510,10 @@ def _original_event_id(data: bytes) -> str | None:
     rows = raw_rows(data, "", "", datetime.now(UTC))
     payload = json_object(rows[0]["body"]) if rows else None
     return _str(payload.get("event_id")) if payload is not None else None
+
+
+def _shown(value: str | None) -> str:
+    return "none" if value is None else f"'{show_text(value)}'"
 
 
 def clean_line(line: Line, chars: Collection[str], limits: PayloadLimits = DEFAULT_LIMITS) -> CleanedLine:
@@ -573,7 +581,15 @@ def clean_line(line: Line, chars: Collection[str], limits: PayloadLimits = DEFAU
             return result(
                 INVALID, f"after cleaning: '{show_char(unsafe.group())}' is not allowed by SQS", output
             )
-    return result(CLEANED, output=output, body=new_body, attributes=attributes)
+    changes = [
+        f"{name}: {_shown(old)} -> {_shown(new)}"
+        for name, old, new in (
+            ("idempotency_key", ids.idempotency_key, key),
+            ("event_id", ids.event_id, _str(payload.get("event_id"))),
+        )
+        if old != new
+    ]
+    return result(CLEANED, output=output, body=new_body, attributes=attributes, key_changes=changes)
 
 
 @dataclass
@@ -617,6 +633,7 @@ def clean_lines(
                     output=cleaned.output,
                     reasons=[f"after cleaning: {_describe_reason(r)}" for r in reasons[cleaned.line]],
                     original_event_id=cleaned.original_event_id,
+                    key_changes=cleaned.key_changes,
                 )
             summary.lines += 1
             summary.removed += cleaned.removed

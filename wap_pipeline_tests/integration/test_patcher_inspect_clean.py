@@ -73,8 +73,16 @@ def test_secure_clean_refuses_other_queues_dry_runs_and_never_injects_an_invalid
     events[2]["idempotency_key"] = "\x1f"  # nothing is left once cleaned: still invalid
     key, ids = land_file(stack, [orjson.dumps(e).decode() for e in events])
     uri = f"s3://{stack.landing_bucket}/{key}"
-    args = ("secure-clean", uri, "--remove-chars", "\\x1F")
     calls = {"WAP_AWS_CALL_LOG": str(tmp_path / "aws-calls.jsonl")}
+
+    # Cleaning changes line 2's idempotency_key: refused unless allowed, nothing written or sent.
+    refused = patcher(
+        "secure-clean", uri, "--remove-chars", "\\x1F", "--re-inject-queue", stack.queue_name, check=False
+    )
+    assert refused.returncode == 3, refused.stderr
+    assert "line 2: idempotency_key:" in refused.stderr and "--allow-key-change" in refused.stderr
+    assert patches(stack) == [] and queued(stack, stack.queue_name) == []
+    args = ("secure-clean", uri, "--remove-chars", "\\x1F", "--allow-key-change")
 
     for queue in ("production-queue", stack.dlq_name):
         refused = patcher(*args, "--re-inject-queue", queue, check=False)

@@ -62,10 +62,17 @@ def landing_records(events: list[dict], batch_id: str, replays: frozenset[int] =
 
 
 @functools.cache
+def landed_at() -> datetime:
+    """The one notion of now of this module: the events are made before it, every batch lands at it,
+    so both engines audit each batch against the same reference time."""
+    return datetime.now(UTC)
+
+
+@functools.cache
 def batches() -> dict[str, bytes]:
     """Three batches that exercise every path: inserts; supersede, replay, duplicates, quarantine; a bad one."""
-    first = make_events(40, seed=701)
-    later = make_events(12, seed=702)
+    first = make_events(40, seed=701, now=landed_at())
+    later = make_events(12, seed=702, now=landed_at())
     second = [
         {
             **first[0],
@@ -87,7 +94,7 @@ def batches() -> dict[str, bytes]:
             "event_timestamp": _shift(later[0]["event_timestamp"], 5),
         },
     ]
-    bad = make_events(10, seed=703)
+    bad = make_events(10, seed=703, now=landed_at())
     bad[2]["idempotency_key"] = None
     bad[5]["currency"] = "usd"
     bad[7]["event_timestamp"] = "yesterday"
@@ -114,16 +121,15 @@ def use_catalog(stack, tmp_path, monkeypatch):
 
 def land(settings: Settings, batch_id: str, data: bytes) -> None:
     """What raw/events does for a batch: every line as it came, bookmark and landing time in the
-    snapshot summary. The events are made with the clock, so the batch lands by the clock too."""
+    snapshot summary, at the module's one landing time."""
     raw = ensure_tables(load_wap_catalog(settings))["raw"]
-    landed_at = datetime.now(UTC)
-    rows = raw_rows(data, f"landing/{batch_id}.ndjson", batch_id, landed_at)
+    rows = raw_rows(data, f"landing/{batch_id}.ndjson", batch_id, landed_at())
     raw.append(
         pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow()),
         snapshot_properties={
             wap.BATCH_ID_PROPERTY: batch_id,
             wap.BOOKMARK_PROPERTY: f"landing/{batch_id}",
-            wap.LANDED_AT_PROPERTY: landed_at.isoformat(),
+            wap.LANDED_AT_PROPERTY: landed_at().isoformat(),
         },
     )
 
@@ -241,7 +247,7 @@ def test_batches_published_by_one_engine_are_read_by_the_other(use_catalog, spar
     assert engine.scan_batch(standardized, wap.MAIN, "b2").num_rows == 17
 
     # And the other way round again: Spark's curated merge on top of arrow's agrees with an all-arrow run.
-    land(settings, "b4", landing_records(make_events(5, seed=704), "b4"))
+    land(settings, "b4", landing_records(make_events(5, seed=704, now=landed_at()), "b4"))
     assert process("spark", "b4").success
     assert list(dict.fromkeys(wap.published_batches(curated.refresh()))) == ["b1", "b2", "b4"]
     assert len(content(curated, ("idempotency_key",))) == 40 + 12 + 5

@@ -256,3 +256,15 @@ def test_cleaning_what_was_slipped_in_gives_back_the_original_record(event, data
     assert orjson.loads(result.body) == event
     assert result.ids.message_id == "m-9" and result.original_event_id == dirty["event_id"]
     assert result.attributes["idempotency_key"] == event["idempotency_key"]
+
+
+def test_a_cleaning_that_changes_a_key_says_so_and_one_that_does_not_says_nothing():
+    keyed = {**EVENTS[0], "idempotency_key": "ab\u200bcd", "event_id": "evt\u200b1"}
+    (changed,), _ = clean(landed(keyed), r"\u200B")
+    assert changed.status == "cleaned"
+    assert changed.key_changes == [
+        "idempotency_key: 'ab\\u200Bcd' -> 'abcd'",
+        "event_id: 'evt\\u200B1' -> 'evt1'",
+    ]
+    (kept,), _ = clean(landed({**EVENTS[1], "currency": "EU\x1fR"}), r"\x1F")
+    assert kept.status == "cleaned" and kept.key_changes == []
