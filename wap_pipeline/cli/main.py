@@ -167,10 +167,22 @@ def run(until_idle: bool, timeout: float) -> None:
         sys.exit(EXIT_NOT_IDLE)
 
 
+def _operator():
+    """Who runs an operator verb (WAP_OPERATOR, else the login name), for the audit log."""
+    from wap_pipeline.operations.actions import Operator
+    from wap_pipeline.resources.breaker import operator_name
+
+    return Operator(_settings(), os.environ.get("WAP_OPERATOR") or operator_name())
+
+
+_REASON = click.option("--reason", default="", help="Why (recorded in the operator audit log).")
+
+
 @cli.command()
 @click.option("--partition", "partitions", multiple=True, help="Only this batch (repeatable).")
 @click.option("--then-run/--no-then-run", default=True, help="Afterwards, run until idle.")
-def redrive(partitions: tuple[str, ...], then_run: bool) -> None:
+@_REASON
+def redrive(partitions: tuple[str, ...], then_run: bool, reason: str) -> None:
     """Re-execute failed batches from failure, headless (oldest first).
 
     Completed steps are not redone; a batch already published is not re-applied. Runs whose process
@@ -181,15 +193,19 @@ def redrive(partitions: tuple[str, ...], then_run: bool) -> None:
     from wap_pipeline.runner import redrive as do_redrive
     from wap_pipeline.state import ensure_dagster_home
 
-    if then_run:
-        result = drive_until_idle(_settings(), redrive_first=True, partitions=list(partitions) or None)
-        sys.exit(EXIT_FAILED_RUNS if result.failed else EXIT_OK)
-    ensure_dagster_home(_settings())
-    with DagsterInstance.get() as instance:
-        report = do_redrive(instance, list(partitions) or None, log=click.echo)
-    if not report.runs:
-        click.echo("no failed batches to re-drive")
-    sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
+    scope = {"partitions": list(partitions) or "all failed", "then_run": then_run}
+    with _operator().acting("pipeline.redrive", _settings().pipeline_name, reason, scope) as outcome:
+        if then_run:
+            result = drive_until_idle(_settings(), redrive_first=True, partitions=list(partitions) or None)
+            outcome.update(run_ids=result.run_ids, failed=result.failed)
+            sys.exit(EXIT_FAILED_RUNS if result.failed else EXIT_OK)
+        ensure_dagster_home(_settings())
+        with DagsterInstance.get() as instance:
+            report = do_redrive(instance, list(partitions) or None, log=click.echo)
+        outcome.update(runs=len(report.runs), failed=len(report.failed))
+        if not report.runs:
+            click.echo("no failed batches to re-drive")
+        sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
 
 
 @cli.command("rerun-failed")
@@ -204,7 +220,10 @@ def redrive(partitions: tuple[str, ...], then_run: bool) -> None:
 @click.option("--wait/--no-wait", default=True, help="Wait for each run; stop at the first that fails.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for each run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def rerun_failed(partitions: tuple[str, ...], url: str, wait: bool, timeout: float, as_json: bool) -> None:
+@_REASON
+def rerun_failed(
+    partitions: tuple[str, ...], url: str, wait: bool, timeout: float, as_json: bool, reason: str
+) -> None:
     """Re-execute failed batches from failure through the Dagster webserver (GraphQL).
 
     The same as "Re-execute from failure" in the UI: only the steps that did not succeed run again
@@ -232,11 +251,14 @@ def rerun_failed(partitions: tuple[str, ...], url: str, wait: bool, timeout: flo
         )
         sys.exit(EXIT_NOT_IDLE)
     echo = (lambda message: None) if as_json else click.echo
-    try:
-        reruns = rerun_failed(api, list(partitions) or None, wait=wait, timeout_s=timeout, log=echo)
-    except WebserverError as error:
-        click.echo(str(error), err=True)
-        sys.exit(EXIT_NOT_IDLE)
+    scope = {"partitions": list(partitions) or "all failed", "webserver": url}
+    with _operator().acting("pipeline.rerun-failed", _settings().pipeline_name, reason, scope) as outcome:
+        try:
+            reruns = rerun_failed(api, list(partitions) or None, wait=wait, timeout_s=timeout, log=echo)
+        except WebserverError as error:
+            click.echo(str(error), err=True)
+            sys.exit(EXIT_NOT_IDLE)
+        outcome["runs"] = [{"partition": r.partition, "run_id": r.run_id} for r in reruns]
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in reruns], indent=2))
     elif not reruns:
@@ -277,17 +299,19 @@ def branches_list() -> None:
 
 
 @branches.command("cleanup")
-def branches_cleanup() -> None:
+@_REASON
+def branches_cleanup(reason: str) -> None:
     """Remove abandoned branches whose retention has passed (also a daily Dagster schedule)."""
     from wap_pipeline.iceberg import wap
     from wap_pipeline.iceberg.catalog import load_wap_catalog
     from wap_pipeline.iceberg.schemas import ensure_tables
 
     settings = _settings()
-    removed = wap.remove_expired_branches(
-        ensure_tables(load_wap_catalog(settings))["standardized"],
-        unfinished_retention_ms=settings.abandoned_branch_retention_ms,
-    )
+    with _operator().acting("branches.cleanup", "standardized/events", reason) as outcome:
+        outcome["removed"] = removed = wap.remove_expired_branches(
+            ensure_tables(load_wap_catalog(settings))["standardized"],
+            unfinished_retention_ms=settings.abandoned_branch_retention_ms,
+        )
     click.echo(f"removed {len(removed)} branch(es)" + (f": {', '.join(removed)}" if removed else ""))
 
 
@@ -320,7 +344,8 @@ def schema_show() -> None:
 @click.argument("name")
 @click.argument("column_type", type=click.Choice(sorted(_COLUMN_TYPES)))
 @click.option("--doc", default=None, help="Column documentation.")
-def schema_add_column(name: str, column_type: str, doc: str | None) -> None:
+@_REASON
+def schema_add_column(name: str, column_type: str, doc: str | None, reason: str) -> None:
     """Add an optional producer field to standardized and curated (FMEA 2.1's schema fix).
 
     Then reset the breaker and re-drive: the same landing files are processed again.
@@ -332,14 +357,17 @@ def schema_add_column(name: str, column_type: str, doc: str | None) -> None:
 
     tables = ensure_tables(load_wap_catalog(_settings()))
     iceberg_type = getattr(pyiceberg.types, _COLUMN_TYPES[column_type])()
-    for layer in ("standardized", "curated"):
-        table = tables[layer]
-        if name in [f.name for f in table.schema().fields]:
-            click.echo(f"{layer}: column {name} already exists")
-            continue
-        with table.update_schema() as update:
-            update.add_column(name, iceberg_type, doc=doc)
-        click.echo(f"{layer}: added optional column {name} {column_type}")
+    with _operator().acting("schema.add-column", name, reason, {"type": column_type}) as outcome:
+        outcome["added_to"] = added = []
+        for layer in ("standardized", "curated"):
+            table = tables[layer]
+            if name in [f.name for f in table.schema().fields]:
+                click.echo(f"{layer}: column {name} already exists")
+                continue
+            with table.update_schema() as update:
+                update.add_column(name, iceberg_type, doc=doc)
+            added.append(layer)
+            click.echo(f"{layer}: added optional column {name} {column_type}")
 
 
 def _cell(value: object) -> str:

@@ -528,11 +528,15 @@ def failures(ctx: Context, as_json: bool) -> None:
 
 
 @cli.command("audit-log")
+@click.option(
+    "--every-phase", is_flag=True, help="Each action's intent and outcome entries, not one per action."
+)
 @pass_context
-def audit_log(ctx: Context) -> None:
-    """Every recorded operator action, oldest first."""
-    entries = ctx.operator().audit.entries()
-    lines = [f"{e.at}\t{e.operator}\t{e.action}\t{e.target}\t{e.reason}" for e in entries]
+def audit_log(ctx: Context, every_phase: bool) -> None:
+    """Every recorded operator action, oldest first: its outcome (done / failed), or -- phase
+    `intent` -- an action that started and has no recorded outcome."""
+    entries = ctx.operator().audit.entries(every_phase)
+    lines = [f"{e.at}\t{e.operator}\t{e.action}\t{e.phase}\t{e.target}\t{e.reason}" for e in entries]
     ctx.emit([e.as_dict() for e in entries], "\n".join(lines) if lines else "no operator actions recorded")
 
 

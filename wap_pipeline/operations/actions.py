@@ -1,11 +1,14 @@
-"""Operator actions; each one does its work and appends an audit-log entry."""
+"""Operator actions; each one records its intent in the audit log, does its work, records the outcome."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from wap_pipeline import aws
 from wap_pipeline.ingest import dlq
 from wap_pipeline.ingest.producer import send_bodies
-from wap_pipeline.operations.audit_log import AuditEntry, AuditLog
+from wap_pipeline.operations.audit_log import DONE, FAILED, INTENT, AuditEntry, AuditLog
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine, QuarantineEntry
@@ -24,62 +27,77 @@ class Operator:
         self.quarantine = Quarantine(dynamodb, settings.quarantine_table)
         self.breaker = CircuitBreaker(dynamodb, settings.breaker_table, settings.pipeline_name)
 
+    @contextlib.contextmanager
+    def acting(self, action: str, target: str, reason: str, details: dict | None = None) -> Iterator[dict]:
+        """Record the intent, run the body, record the outcome: ``done`` with what the body put in
+        the yielded dict, or ``failed`` with the error (then re-raised). A CLI's ``sys.exit(0)`` is
+        done; any other exit code is failed."""
+        details = details or {}
+        intent = self.audit.record(self.name, action, target, reason, details, phase=INTENT)
+        outcome: dict = {}
+        try:
+            yield outcome
+        except BaseException as error:
+            if isinstance(error, SystemExit) and error.code in (0, None):
+                self._conclude(intent, DONE, {**details, **outcome})
+            else:
+                failure = f"exit {error.code}" if isinstance(error, SystemExit) else repr(error)[:500]
+                self._conclude(intent, FAILED, {**details, **outcome, "error": failure})
+            raise
+        self._conclude(intent, DONE, {**details, **outcome})
+
+    def _conclude(self, intent: AuditEntry, phase: str, details: dict) -> None:
+        self.audit.record(
+            self.name,
+            intent.action,
+            intent.target,
+            intent.reason,
+            details,
+            phase=phase,
+            intent_id=intent.entry_id,
+        )
+
     def quarantine_add(self, record_id: str, reason: str) -> QuarantineEntry:
-        entry = self.quarantine.add(record_id, reason, self.name)
-        self.audit.record(self.name, "quarantine.add", record_id, reason)
-        return entry
+        with self.acting("quarantine.add", record_id, reason):
+            return self.quarantine.add(record_id, reason, self.name)
 
     def quarantine_remove(self, record_id: str, reason: str) -> bool:
-        removed = self.quarantine.remove(record_id)
-        self.audit.record(self.name, "quarantine.remove", record_id, reason, {"was_present": removed})
+        with self.acting("quarantine.remove", record_id, reason) as outcome:
+            outcome["was_present"] = removed = self.quarantine.remove(record_id)
         return removed
 
     def dlq_purge(self, reason: str, message_ids: set[str] | None = None) -> list[dlq.DlqMessage]:
         sqs = aws.client("sqs", self.settings)
-        purged = dlq.purge(sqs, queue_url(sqs, self.settings.dlq_name), message_ids)
-        self.audit.record(
-            self.name,
-            "dlq.purge",
-            self.settings.dlq_name,
-            reason,
-            {
-                "message_ids": [m.message_id for m in purged],
-                "original_message_ids": [m.original_message_id for m in purged],
-            },
-        )
+        scope = {"requested": sorted(message_ids) if message_ids is not None else "all"}
+        with self.acting("dlq.purge", self.settings.dlq_name, reason, scope) as outcome:
+            purged = dlq.purge(sqs, queue_url(sqs, self.settings.dlq_name), message_ids)
+            outcome["message_ids"] = [m.message_id for m in purged]
+            outcome["original_message_ids"] = [m.original_message_id for m in purged]
         return purged
 
     def dlq_redrive(
         self, reason: str, message_ids: set[str] | None = None
     ) -> list[tuple[dlq.DlqMessage, str]]:
         sqs = aws.client("sqs", self.settings)
-        moved = dlq.redrive(
-            sqs, queue_url(sqs, self.settings.dlq_name), queue_url(sqs, self.settings.queue_name), message_ids
-        )
-        self.audit.record(
-            self.name,
-            "dlq.redrive",
-            self.settings.queue_name,
-            reason,
-            {
-                "moved": [
-                    {"original_message_id": m.original_message_id, "new_message_id": new} for m, new in moved
-                ]
-            },
-        )
+        scope = {"requested": sorted(message_ids) if message_ids is not None else "all"}
+        with self.acting("dlq.redrive", self.settings.queue_name, reason, scope) as outcome:
+            moved = dlq.redrive(
+                sqs,
+                queue_url(sqs, self.settings.dlq_name),
+                queue_url(sqs, self.settings.queue_name),
+                message_ids,
+            )
+            outcome["moved"] = [
+                {"original_message_id": m.original_message_id, "new_message_id": new} for m, new in moved
+            ]
         return moved
 
     def reset_breaker(self, reason: str) -> BreakerState:
+        """Every breaker reset goes through here (`wap-pipeline breaker reset`, `resume-pipeline`)."""
         before = self.breaker.state()
-        after = self.breaker.reset(reason, self.name)
-        self.audit.record(
-            self.name,
-            "breaker.reset",
-            self.settings.pipeline_name,
-            reason,
-            {"was": before.status, "tripped_by": before.tripped_by, "tripped_reason": before.reason[:500]},
-        )
-        return after
+        was = {"was": before.status, "tripped_by": before.tripped_by, "tripped_reason": before.reason[:500]}
+        with self.acting("breaker.reset", self.settings.pipeline_name, reason, was):
+            return self.breaker.reset(reason, self.name)
 
     def record_patch(self, copy_uri: str, reason: str, details: dict) -> AuditEntry:
         """A cleaned copy of a landing file was stored (the source is never modified)."""
@@ -94,33 +112,21 @@ class Operator:
         sqs = aws.client("sqs", self.settings)
         url = queue_url(sqs, queue_name)
         new_ids: list[str] = []
-        error: Exception | None = None
-        try:
+        planned = {"patch_id": patch_id, "lines": [r.line for r in replays]}
+        with self.acting("patch.inject", queue_name, reason, planned) as outcome:
+            outcome["sent"] = sent = []  # filled as messages go out: a failure still records them
             for start in range(0, len(replays), 10):
                 group = replays[start : start + 10]
                 new_ids += send_bodies(sqs, url, [r.body or "" for r in group], [r.attributes for r in group])
-        except Exception as failure:  # record what went out, then fail
-            error = failure
-        self.audit.record(
-            self.name,
-            "patch.inject",
-            queue_name,
-            reason,
-            {
-                "patch_id": patch_id,
-                "sent": [
+                sent.extend(
                     {
                         "line": r.line,
                         "original_message_id": r.ids.original_message_id,
                         "new_message_id": new_id,
                         "idempotency_key": r.attributes.get("idempotency_key"),
-                        "event_id": r.original_event_id,
+                        "quarantine_id": r.original_quarantine_id,
                     }
-                    for r, new_id in zip(replays, new_ids, strict=False)
-                ],
-                **({"error": str(error)[:500], "not_sent": len(replays) - len(new_ids)} if error else {}),
-            },
-        )
-        if error is not None:
-            raise error
+                    for r, new_id in zip(group, new_ids[start:], strict=False)
+                )
+            outcome["not_sent"] = len(replays) - len(new_ids)
         return new_ids

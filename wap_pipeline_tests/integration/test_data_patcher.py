@@ -50,3 +50,36 @@ def test_resume_pipeline_refuses_an_unknown_pipeline_and_dry_run_changes_nothing
         "false alarm",
         "RED",
     )
+
+
+def test_every_action_records_its_intent_first_and_its_outcome_after(stack):
+    from wap_pipeline_tests.integration.cli import run_cli
+
+    patcher("quarantine", "add", "evt_9", "--reason", "bad key")
+    run_cli("schema", "add-column", "loyalty_tier", "string", "--reason", "new producer field")
+    run_cli("branches", "cleanup", "--reason", "weekly")
+    assert run_cli("redrive", "--no-then-run", "--reason", "nothing failed").returncode == 0
+    stored = json.loads(patcher("--json", "audit-log", "--every-phase").stdout)
+    assert [(e["action"], e["phase"]) for e in stored] == [
+        (action, phase)
+        for action in ("quarantine.add", "schema.add-column", "branches.cleanup", "pipeline.redrive")
+        for phase in ("intent", "done")
+    ]
+    for intent, outcome in zip(stored[::2], stored[1::2], strict=True):
+        assert outcome["intent_id"] == intent["entry_id"] and outcome["at"] >= intent["at"]
+    assert stored[3]["details"]["added_to"] == ["standardized", "curated"]
+
+    # A failed action: its outcome says how; an action whose process died shows as a bare intent.
+    from wap_pipeline.operations.actions import Operator
+
+    operator = Operator(stack, "support-bob")
+    with pytest.raises(RuntimeError), operator.acting("dlq.purge", stack.dlq_name, "cleanup"):
+        raise RuntimeError("SQS unreachable")
+    operator.audit.record("support-bob", "breaker.reset", stack.pipeline_name, "died", phase="intent")
+    shown = json.loads(patcher("--json", "audit-log").stdout)
+    assert [(e["action"], e["phase"]) for e in shown[-2:]] == [
+        ("dlq.purge", "failed"),
+        ("breaker.reset", "intent"),
+    ]
+    assert "SQS unreachable" in shown[-2]["details"]["error"]
+    assert json.loads(run_cli("status", "--json").stdout)["dlq_purged"] == 0, "a failed purge purged nothing"
