@@ -276,7 +276,7 @@ def _from_dict(doc: dict) -> CleanedLine:
         doc["removed"],
         body=doc["body"],
         attributes=doc["attributes"],
-        original_event_id=doc["original_event_id"],
+        original_quarantine_id=doc["original_quarantine_id"],
         key_changes=doc["key_changes"],
     )
 
@@ -293,11 +293,11 @@ def _quarantine_originals(operator, spool_path: Path, reason: str, outcome: Patc
     with spool_path.open("rb") as spool:
         for line in spool:
             replay = _from_dict(orjson.loads(line))
-            record_id = replay.original_event_id
+            record_id = replay.original_quarantine_id
             if record_id is None:
                 outcome.warnings.append(
-                    f"line {replay.line}: the original has no readable event_id, so the quarantine cannot "
-                    "mask it: its batch will fail the audit again"
+                    f"line {replay.line}: the original is not a landing record the pipeline reads, so the "
+                    "quarantine cannot mask it: its batch will fail the audit again"
                 )
                 continue
             if record_id in already:

@@ -39,7 +39,7 @@ from wap_pipeline.rules.envelope import (
     raw_rows,
     split_landing_line,
 )
-from wap_pipeline.rules.standardize import SchemaMismatchError, standardize
+from wap_pipeline.rules.standardize import SchemaMismatchError, quarantine_split, standardize
 
 READ_CHUNK_BYTES = 1 << 20
 # A landing line holds one Firehose record (at most 1,000 KiB); anything far longer is not read into memory.
@@ -454,8 +454,8 @@ class CleanedLine:
     """The line for the cleaned copy of the file (None: the line was too long to read)."""
     reasons: list[str] = field(default_factory=list)
     """Why an ``invalid`` record is still invalid."""
-    original_event_id: str | None = None
-    """The event_id the pipeline reads from the original line: what the quarantine must mask."""
+    original_quarantine_id: str | None = None
+    """The quarantine id the pipeline gives the original line's record: what the quarantine must mask."""
     key_changes: list[str] = field(default_factory=list)
     """``idempotency_key`` / ``event_id`` changed by the cleaning, as ``name: 'old' -> 'new'``: the
     replay would be a different event to curated, so secure-clean refuses it unless allowed."""
@@ -465,7 +465,7 @@ class CleanedLine:
             "line": self.line,
             "status": self.status,
             "ids": self.ids.as_dict(),
-            "original_event_id": self.original_event_id,
+            "original_quarantine_id": self.original_quarantine_id,
             "key_changes": self.key_changes,
             "removed": self.removed,
             "attributes": self.attributes,
@@ -504,12 +504,14 @@ def _loads(text: str, chars: Collection[str], removed: list[int]) -> tuple[objec
         return None, stripped
 
 
-def _original_event_id(data: bytes) -> str | None:
-    """The record id the standardized layer reads from this line (through the raw layer's parsing),
-    which is what the quarantine must mask."""
+def _original_quarantine_id(data: bytes) -> str | None:
+    """The quarantine id the standardized layer gives the record of this line (through the raw
+    layer's parsing): its event_id, or message:<id> when it has no usable one. What must be masked."""
     rows = raw_rows(data, "", "", datetime.now(UTC))
-    payload = json_object(rows[0]["body"]) if rows else None
-    return _str(payload.get("event_id")) if payload is not None else None
+    if not rows:
+        return None
+    _, ids = quarantine_split(pa.Table.from_pylist(rows[:1], schema=RAW_SCHEMA.as_arrow()), ())
+    return ids[0].as_py()
 
 
 def _shown(value: str | None) -> str:
@@ -531,7 +533,7 @@ def clean_line(line: Line, chars: Collection[str], limits: PayloadLimits = DEFAU
         reason = f"not valid UTF-8 at byte {error.start + 1} of the line; it cannot be cleaned"
         return CleanedLine(line.number, INVALID, RecordIds(), output=line.data, reasons=[reason])
     ids = _ids(_parse(text))
-    original_event_id = _original_event_id(line.data)
+    original_quarantine_id = _original_quarantine_id(line.data)
     removed = [0]
 
     def result(status: str, reason: str | None = None, output: bytes | None = None, **kw) -> CleanedLine:
@@ -542,7 +544,7 @@ def clean_line(line: Line, chars: Collection[str], limits: PayloadLimits = DEFAU
             removed[0],
             output=output if output is not None else line.data,
             reasons=[reason] if reason else [],
-            original_event_id=original_event_id,
+            original_quarantine_id=original_quarantine_id,
             **kw,
         )
 
@@ -632,7 +634,7 @@ def clean_lines(
                     cleaned.removed,
                     output=cleaned.output,
                     reasons=[f"after cleaning: {_describe_reason(r)}" for r in reasons[cleaned.line]],
-                    original_event_id=cleaned.original_event_id,
+                    original_quarantine_id=cleaned.original_quarantine_id,
                     key_changes=cleaned.key_changes,
                 )
             summary.lines += 1

@@ -77,9 +77,11 @@ def test_every_malformed_kind_ends_in_the_dlq_and_valid_neighbours_land_once(sta
 def test_dlq_redrive_after_a_fix_keeps_the_original_message_id(stack):
     """A too-strict size limit sends a good record to the DLQ; after the fix, a redrive lands it."""
     events = make_events(6, seed=202)
-    events[2]["account_id"] = "acct_" + "9" * 1500  # well-formed, but over the mistaken 1 KiB limit
+    # Well-formed and valid (a 128-character account id, the longest allowed), but over a mistaken
+    # 320-byte limit that the other events (about 250 bytes) fit.
+    events[2]["account_id"] = "acct_" + "9" * 123
     ids = send_raw(stack, [orjson.dumps(e).decode() for e in events])
-    run_cli("run", "--until-idle", env={"WAP_MAX_PAYLOAD_BYTES": "1024"})
+    run_cli("run", "--until-idle", env={"WAP_MAX_PAYLOAD_BYTES": "320"})
     (dead,) = dlq_messages(stack)
     assert dead.message_id == ids[2]
 
