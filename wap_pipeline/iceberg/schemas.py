@@ -146,17 +146,30 @@ def _by_event_day(schema: Schema) -> PartitionSpec:
     )
 
 
+# No silent rebase: PyIceberg retries a commit that lost the compare-and-swap by rebuilding it on the
+# new head without re-checking what it planned (verified-facts: a curated merge planned "key K is new"
+# by two writers then committed K twice). With no retries the losing commit fails, and the step's own
+# retry re-plans against the new head (its "already done?" checks see the winner's commit).
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+
 def _ensure(
     catalog: Catalog, identifier: tuple[str, str], schema: Schema, spec: PartitionSpec | None
 ) -> Table:
     with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(identifier[0])
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
     except NoSuchTableError:
-        pass
-    kwargs = {"partition_spec": spec} if spec is not None else {}
-    return catalog.create_table_if_not_exists(identifier, schema=schema, **kwargs)
+        kwargs = {"partition_spec": spec} if spec is not None else {}
+        return catalog.create_table_if_not_exists(
+            identifier, schema=schema, properties=TABLE_PROPERTIES, **kwargs
+        )
+    missing = {k: v for k, v in TABLE_PROPERTIES.items() if table.properties.get(k) != v}
+    if missing:  # a table created before the property was set: once
+        with table.transaction() as tx:
+            tx.set_properties(missing)
+    return table
 
 
 def ensure_tables(catalog: Catalog) -> dict[str, Table]:

@@ -134,3 +134,25 @@ def test_a_compacted_file_is_not_rewritten_with_every_new_batch(curated, monkeyp
     curated.refresh()
     assert len(small_files_by_day(curated, [day(0)])[day(0)]) == 2
     assert wap.row_count(curated) == 32 == curated.scan().to_arrow().num_rows
+
+
+def test_a_merge_planned_on_an_old_head_is_refused_not_rebased(catalog, curated):
+    """Two writers each plan key K as new; the second commit must fail (its step re-plans), never
+    be rebuilt on the first one's head -- PyIceberg's own retry would commit K twice."""
+    import pytest
+    from pyiceberg.exceptions import CommitFailedException
+
+    from wap_pipeline.iceberg.schemas import CURATED_TABLE
+    from wap_pipeline.rules.curated import dedup_window, plan_merge
+
+    assert curated.properties["commit.retry.num-retries"] == "0"
+    first, second = catalog.load_table(CURATED_TABLE), catalog.load_table(CURATED_TABLE)
+    batch = batch_rows(curated, 1, [0])
+    plans = [plan_merge(batch, writer.scan().to_arrow()) for writer in (first, second)]
+    assert [plan.inserted for plan in plans] == [4, 4], "both planned every key as new"
+    window = dedup_window(batch, 7)
+    ArrowEngine().commit_merge(first, plans[0], window, {wap.BATCH_ID_PROPERTY: "b1"})
+    with pytest.raises(CommitFailedException):
+        ArrowEngine().commit_merge(second, plans[1], window, {wap.BATCH_ID_PROPERTY: "b1-again"})
+    keys = curated.refresh().scan().to_arrow()["idempotency_key"].to_pylist()
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 4
