@@ -196,8 +196,13 @@ def read_landed_files(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class ManifestConflictError(RuntimeError):
+    """A manifest of this batch id already exists with other files: two batches would share an id."""
+
+
 def write_manifest(s3, bucket: str, manifests_prefix: str, manifest: Manifest) -> None:
-    """Write once: a manifest is never replaced (412 means it is already there, which is fine)."""
+    """Write once: a manifest is never replaced. A 412 is fine only when the manifest already there
+    names the same files (a retried write); one with other files is a conflict, never ignored."""
     try:
         s3.put_object(
             Bucket=bucket,
@@ -209,6 +214,12 @@ def write_manifest(s3, bucket: str, manifests_prefix: str, manifest: Manifest) -
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("PreconditionFailed", "412"):
             raise
+        existing = read_manifest(s3, bucket, manifests_prefix, manifest.batch_id)
+        if existing.keys != manifest.keys:
+            raise ManifestConflictError(
+                f"manifest {manifest.batch_id} already exists with {len(existing.keys)} other file(s) "
+                f"(e.g. {sorted(set(existing.keys) ^ set(manifest.keys))[:3]}); not overwritten"
+            ) from error
 
 
 def manifests_after(s3, bucket: str, manifests_prefix: str, last_batch_id: str) -> list[Manifest]:

@@ -47,3 +47,17 @@ def test_a_missing_file_fails_the_read_at_that_file(stack):
     assert next(reader)[0] == files[0]
     with pytest.raises(ClientError, match="NoSuchKey"):
         next(reader)
+
+
+def test_a_manifest_is_written_once_and_a_different_one_under_its_id_is_refused(stack):
+    from wap_pipeline.ingest.landing import Manifest, ManifestConflictError, read_manifest, write_manifest
+
+    s3 = aws.client("s3", stack)
+    files = _land(s3, stack.landing_bucket, 3)
+    manifest = Manifest("b-once", tuple(files[:2]))
+    write_manifest(s3, stack.landing_bucket, stack.manifests_prefix, manifest)
+    write_manifest(s3, stack.landing_bucket, stack.manifests_prefix, manifest)  # a retried write: fine
+    with pytest.raises(ManifestConflictError, match="b-once"):
+        write_manifest(s3, stack.landing_bucket, stack.manifests_prefix, Manifest("b-once", tuple(files[1:])))
+    stored = read_manifest(s3, stack.landing_bucket, stack.manifests_prefix, "b-once")
+    assert stored.keys == manifest.keys, "the first manifest stays"
