@@ -20,6 +20,7 @@ and the standardized audit's own rules over the landing line it would write
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -198,10 +199,11 @@ def strip_bom(body: str) -> str:
     return body.lstrip("\ufeff")
 
 
-def remove_c0_outside_strings(body: str) -> str:
-    """C0 control characters between JSON tokens, which no JSON parser accepts there; tab, newline
-    and carriage return are JSON whitespace and stay. Characters inside strings are never touched:
-    what a value means is not for a machine to decide."""
+def remove_controls_outside_strings(body: str) -> str:
+    """Control characters between JSON tokens, where no JSON parser accepts them: C0 (but tab, newline
+    and carriage return, which are JSON whitespace), DEL and C1. SQS itself refuses most C0 characters in
+    a body, so in a DLQ these are mostly DEL and C1 (e.g. a NEL, U+0085, from a Latin-1 round trip).
+    Characters inside strings are never touched: what a value means is not for a machine to decide."""
     out = []
     in_string = escaped = False
     for char in body:
@@ -214,7 +216,7 @@ def remove_c0_outside_strings(body: str) -> str:
                 in_string = False
         elif char == '"':
             in_string = True
-        elif char < "\x20" and char not in "\t\n\r":
+        elif unicodedata.category(char) == "Cc" and char not in "\t\n\r":
             continue
         out.append(char)
     return "".join(out)
@@ -222,13 +224,13 @@ def remove_c0_outside_strings(body: str) -> str:
 
 AUTOFIXES: dict[str, Callable[[str], str]] = {
     "strip_bom": strip_bom,
-    "remove_c0_outside_strings": remove_c0_outside_strings,
+    "remove_controls_outside_strings": remove_controls_outside_strings,
 }
 """The only fixes the auto-fix handler may apply: each one changes framing, never a value."""
 
 
 def parse_policy(spec: str) -> tuple[str, ...]:
-    """The configured policy (``strip_bom,remove_c0_outside_strings``), checked against the allow-list."""
+    """The configured policy (``strip_bom,remove_controls_outside_strings``), checked against the allow-list."""
     names = tuple(name.strip() for name in spec.split(",") if name.strip())
     unknown = [name for name in names if name not in AUTOFIXES]
     if unknown:

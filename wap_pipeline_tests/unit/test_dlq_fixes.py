@@ -16,7 +16,7 @@ from wap_pipeline.rules.dlq_fixes import (
     check_fix,
     parse_policy,
     patch_message,
-    remove_c0_outside_strings,
+    remove_controls_outside_strings,
     strip_bom,
 )
 from wap_pipeline.rules.envelope import PayloadLimits
@@ -77,16 +77,17 @@ def test_an_existing_idempotency_key_attribute_is_kept():
 
 def test_autofix_only_touches_framing():
     assert strip_bom("\ufeff\ufeff{}") == "{}"
-    assert remove_c0_outside_strings('{"a":\x00 "b\\"\x01",\x1f"c":1}\n') == '{"a": "b\\"\x01","c":1}\n'
+    framed = '{"a":\x00 "b\\"\x85",\x7f\x85"c":\t1}\n'
+    assert remove_controls_outside_strings(framed) == '{"a": "b\\"\x85","c":\t1}\n'
     fixed = autofix_message(
-        message("\ufeff" + GOOD.replace(",", ",\x00", 1)),
-        parse_policy("strip_bom,remove_c0_outside_strings"),
+        message("\ufeff" + GOOD.replace(",", ",\x85", 1)),
+        parse_policy("strip_bom,remove_controls_outside_strings"),
         FIELDS,
         NOW,
     )
-    assert fixed.status == FIXED and fixed.how == "autofix:strip_bom,remove_c0_outside_strings"
+    assert fixed.status == FIXED and fixed.how == "autofix:strip_bom,remove_controls_outside_strings"
     inside = autofix_message(
-        message(GOOD.replace('":"', '":"\x1f', 1)), ("remove_c0_outside_strings",), FIELDS, NOW
+        message(GOOD.replace('":"', '":"\x1f', 1)), ("remove_controls_outside_strings",), FIELDS, NOW
     )
     assert inside.status == UNCHANGED_BODY, "a control character inside a string is a person's call"
 
