@@ -11,7 +11,8 @@ the others stay in the DLQ for a person.
 The local AWS server cannot run Lambda functions (that needs Docker), so :func:`run_once` does locally
 what the event source mapping does: receive from the DLQ, invoke :func:`handler` in-process with the
 real SQS event payload, delete what it did not report as failed, release the rest.
-``python -m wap_pipeline.lambda_handlers.dlq_autofix`` runs it once and prints the result.
+``python -m wap_pipeline.lambda_handlers.dlq_autofix`` runs it once and prints the result; a scheduled
+invocation (an event without ``Records``) does the same on AWS.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ DEFAULT_OPERATOR = "dlq-autofix"
 
 
 def handler(event: dict, context: object = None) -> dict:
-    """Fix what the policy can; report every other message as a batch item failure."""
+    """Fix what the policy can; report every other message as a batch item failure. An event without
+    ``Records`` (a schedule's) polls the DLQ once instead (:func:`run_once`)."""
     from wap_pipeline.ingest.dlq import from_event_record
     from wap_pipeline.operations.actions import Operator
     from wap_pipeline.operations.patching import check_queue, standardized_fields
     from wap_pipeline.rules.dlq_fixes import AUTOFIXES, FIXED, autofix_message, describe, parse_policy
 
     settings = Settings.from_env()
+    if "Records" not in event:
+        return run_once(settings)
     policy = parse_policy(os.environ.get("WAP_AUTOFIX_POLICY") or ",".join(AUTOFIXES))
     check_queue(settings, settings.queue_name)
     operator = Operator(settings, os.environ.get("WAP_OPERATOR") or DEFAULT_OPERATOR)
@@ -44,7 +48,7 @@ def handler(event: dict, context: object = None) -> dict:
     now = datetime.now(UTC)
     reason = f"auto-fix policy {','.join(policy)}"
     failures: list[str] = []
-    for record in event.get("Records", []):
+    for record in event["Records"]:
         message = from_event_record(record)
         fix = autofix_message(message, policy, fields, now, settings.payload_limits)
         log.info("%s", describe(fix))
