@@ -10,7 +10,6 @@ the operator audit log.
 """
 
 import json
-import sys
 from collections import Counter
 
 import orjson
@@ -23,19 +22,12 @@ from wap_pipeline_tests.integration.helpers import (
     assert_calls_allowed,
     curated_key_counts,
     dlq_messages,
+    scripted_editor,
     send_raw,
     tables,
 )
 
 pytestmark = pytest.mark.integration
-
-# An $EDITOR: replaces OLD with NEW (environment) in the file it is given, as a person would.
-EDITOR = """
-import os, sys
-path = sys.argv[1]
-text = open(path, encoding="utf-8").read()
-open(path, "w", encoding="utf-8").write(text.replace(os.environ["EDIT_OLD"], os.environ["EDIT_NEW"]) + "\\n")
-"""
 
 
 def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack, tmp_path, monkeypatch):
@@ -74,23 +66,13 @@ def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack
     assert {m.message_id for m in dlq_messages(stack)} == {ids["comma"], ids["nel"], ids["truncated"]}
 
     # Edit by hand: an invalid edit is refused with the parser's position, and the message stays.
-    editor = tmp_path / "editor.py"
-    editor.write_text(EDITOR)
-    edit_env = {**calls, "EDITOR": f"{sys.executable} {editor}"}
-    refused = patcher(
-        "dlq",
-        "edit",
-        ids["comma"],
-        "--yes",
-        check=False,
-        env={**edit_env, "EDIT_OLD": ",}", "EDIT_NEW": ",,}"},
-    )
+    broken = {**calls, "EDITOR": scripted_editor(tmp_path, ",}", ",,}")}
+    refused = patcher("dlq", "edit", ids["comma"], "--yes", check=False, env=broken)
     assert refused.returncode == 1 and "refused: the edit is invalid" in refused.stdout
     assert "line 1 column" in refused.stdout
     assert ids["comma"] in {m.message_id for m in dlq_messages(stack)}
-    edited = patcher(
-        "--json", "dlq", "edit", ids["comma"], "--yes", env={**edit_env, "EDIT_OLD": ",}", "EDIT_NEW": "}"}
-    )
+    fixed_by_hand = {**calls, "EDITOR": scripted_editor(tmp_path, ",}", "}")}
+    edited = patcher("--json", "dlq", "edit", ids["comma"], "--yes", env=fixed_by_hand)
     assert json.loads(edited.stdout)["fixed"] == 1
     assert_calls_allowed(calls["WAP_AWS_CALL_LOG"], stack)
 
