@@ -3,7 +3,8 @@
 For each message of the event the configured fixes (``WAP_AUTOFIX_POLICY``, names from
 :data:`wap_pipeline.rules.dlq_fixes.AUTOFIXES`; default: all of them) are applied; a body they make valid
 for the forwarder and the standardized audit is re-injected as a data-patcher replay and recorded in the
-operator audit log under the function's own operator name (``WAP_OPERATOR``, default ``dlq-autofix``).
+operator audit log under the function's own operator name (``WAP_AUTOFIX_OPERATOR``, default
+``dlq-autofix``, never a person's ``WAP_OPERATOR``).
 Everything else is reported in ``batchItemFailures`` (the event source mapping needs
 ``FunctionResponseTypes: [ReportBatchItemFailures]``), so the mapping deletes only the fixed messages and
 the others stay in the DLQ for a person.
@@ -43,7 +44,7 @@ def handler(event: dict, context: object = None) -> dict:
         return run_once(settings)
     policy = parse_policy(os.environ.get("WAP_AUTOFIX_POLICY") or ",".join(AUTOFIXES))
     check_queue(settings, settings.queue_name)
-    operator = Operator(settings, os.environ.get("WAP_OPERATOR") or DEFAULT_OPERATOR)
+    operator = Operator(settings, os.environ.get("WAP_AUTOFIX_OPERATOR") or DEFAULT_OPERATOR)
     fields, _ = standardized_fields(settings)
     now = datetime.now(UTC)
     reason = f"auto-fix policy {','.join(policy)}"
