@@ -122,3 +122,20 @@ def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack
     assert (
         by_action["dlq.autofix"]["details"]["replaced"][0]["how"] == "autofix:remove_controls_outside_strings"
     )
+
+
+def test_patch_and_edit_refuse_before_touching_anything(stack):
+    """Exit codes as the other verbs: 2 usage, 3 not in the DLQ, 4 the ingest queue not allow-listed."""
+    (dead,) = send_raw(stack, ["{'single': 'quotes'}"])
+    run_cli("run", "--until-idle")
+    assert patcher("dlq", "patch", "--remove-chars", "\\t", check=False).returncode == 2
+    missing = patcher(
+        "dlq", "patch", "--message-id", dead, "--message-id", "nope", "--remove-chars", "\\t", check=False
+    )
+    assert missing.returncode == 3 and "nope" in missing.stderr
+    closed = {"WAP_PATCHER_ALLOWED_QUEUES": "some-other-queue"}
+    refused = patcher("dlq", "patch", "--all", "--remove-chars", "\\t", check=False, env=closed)
+    assert refused.returncode == 4
+    assert patcher("dlq", "edit", "nope", check=False).returncode == 3
+    assert [m.message_id for m in dlq_messages(stack)] == [dead], "nothing was consumed"
+    assert json.loads(patcher("--json", "audit-log").stdout) == []
