@@ -13,8 +13,7 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install spark demo test test-clocks chaos chaos-ingest bench lint format dev services browser faketime clean \
-	lambda-package
+.PHONY: install spark demo test test-clocks chaos chaos-ingest bench lint format dev services browser faketime clean lambda-package
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

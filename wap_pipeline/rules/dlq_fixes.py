@@ -43,6 +43,7 @@ from wap_pipeline.rules.envelope import (
     DEFAULT_LIMITS,
     PayloadLimits,
     Rejection,
+    json_object,
     landing_line,
     parse_body,
     to_landing_record,
@@ -75,8 +76,7 @@ class DlqFix:
 
     @property
     def event_id(self) -> str | None:
-        payload = parse_body(self.body or "", PayloadLimits(max_bytes=1 << 62, max_depth=1 << 30))
-        value = payload.get("event_id") if isinstance(payload, dict) else None
+        value = (json_object(self.body) or {}).get("event_id")
         return value if isinstance(value, str) else None
 
     def as_replay(self, number: int) -> CleanedLine:
@@ -108,10 +108,10 @@ def replay_attributes(message: DlqMessage, body: str) -> dict[str, str]:
     """What the replay of ``message`` carries: ``is_replay``, its ``original_message_id``, and the
     ``idempotency_key`` the message already had as an attribute, else the one its body holds."""
     attributes = {"is_replay": "true", "original_message_id": message.original_message_id}
-    payload = parse_body(body, PayloadLimits(max_bytes=1 << 62, max_depth=1 << 30))
     key = message.attributes.get("idempotency_key")
-    if key is None and isinstance(payload, dict) and isinstance(payload.get("idempotency_key"), str):
-        key = payload["idempotency_key"]
+    body_key = (json_object(body) or {}).get("idempotency_key")
+    if key is None and isinstance(body_key, str):
+        key = body_key
     if key:
         attributes["idempotency_key"] = key
     return attributes

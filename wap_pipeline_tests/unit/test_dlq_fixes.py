@@ -22,9 +22,9 @@ from wap_pipeline.rules.dlq_fixes import (
 from wap_pipeline.rules.envelope import PayloadLimits
 
 FIELDS = payload_fields(STANDARDIZED_SCHEMA)
-# The events carry the wall clock's time, so the audit's "now" is the wall clock too.
-EVENT = make_events(1, seed=21)[0]
-NOW = datetime.now(UTC)
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+"""When the replay lands: the audit's reference time."""
+EVENT = make_events(1, seed=21, now=NOW)[0]
 GOOD = orjson.dumps(EVENT).decode()
 
 
