@@ -188,7 +188,33 @@ def patch_message(
     if cleaned.status != CLEANED or cleaned.body is None:
         body = cleaned.output.decode("utf-8", errors="replace") if cleaned.output else None
         return DlqFix(message, INVALID, "remove-chars", body, reasons=cleaned.reasons)
+    changes = id_changes(message.body, cleaned.body, chars)
+    if changes:
+        reason = (
+            f"cleaning changes its {'; '.join(changes)}: the replay would be another event to curated "
+            "(as secure-clean refuses); if that is really meant, edit it by hand (dlq edit)"
+        )
+        return DlqFix(message, INVALID, "remove-chars", cleaned.body, reasons=[reason])
     return check_fix(message, cleaned.body, "remove-chars", fields, now, limits)
+
+
+_MARK = "\ue000"  # a private-use character: valid inside a JSON string, where a removed one stood
+
+
+def id_changes(body: str, cleaned: str, chars: Collection[str]) -> list[str]:
+    """``idempotency_key`` / ``event_id`` that removing ``chars`` changes, as far as the original shows
+    them. A DLQ body mostly does not parse, so its ids are read with each removable character replaced
+    by a mark: a mark inside an id means the cleaning changes it. (A body that does not parse even so --
+    a removable character outside every string, say -- shows no ids, and no change is found.)"""
+    original = json_object(body) or json_object("".join(_MARK if c in chars else c for c in body)) or {}
+    after = json_object(cleaned) or {}
+    return [
+        f"{name} ('{show_text(original.get(name).replace(_MARK, ''))}' loses characters)"
+        if _MARK in original.get(name)
+        else f"{name} ('{show_text(original.get(name))}' -> '{show_text(after.get(name))}')"
+        for name in ("idempotency_key", "event_id")
+        if isinstance(original.get(name), str) and original.get(name) != after.get(name)
+    ]
 
 
 # --- the auto-fix policy -------------------------------------------------------------------------------

@@ -60,6 +60,16 @@ def test_a_body_the_audit_would_flag_is_not_fixed():
     assert fix.status == INVALID and "standardized audit" in fix.reasons[0]
 
 
+def test_a_character_removed_from_a_key_is_refused_as_secure_clean_refuses_it():
+    key = EVENT["idempotency_key"]
+    raw = GOOD.replace(key, key[:4] + "\t" + key[4:]).replace('":"', '":"\t', 1)  # does not parse
+    fix = patch_message(message(raw), {"\t"}, FIELDS, NOW)
+    assert fix.status == INVALID and "idempotency_key" in fix.reasons[0] and "dlq edit" in fix.reasons[0]
+    escaped = orjson.dumps({**EVENT, "event_id": EVENT["event_id"] + "\x1f"}).decode()  # parses
+    fix = patch_message(message(escaped), {"\x1f"}, FIELDS, NOW)
+    assert fix.status == INVALID and "event_id" in fix.reasons[0]
+
+
 def test_the_forwarders_limits_apply():
     fix = check_fix(message("x"), GOOD, "edit", FIELDS, NOW, PayloadLimits(max_bytes=10))
     assert fix.status == INVALID and "forwarder would reject" in fix.reasons[0]
