@@ -13,7 +13,7 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install spark demo test test-clocks chaos chaos-ingest bench lint format dev services browser faketime clean
+.PHONY: install spark demo test test-clocks chaos chaos-ingest bench lint format dev services browser faketime clean lambda-package
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix wap_pipeline wap_pipeline_tests benchmarks
 	$(VENV)/bin/ruff format wap_pipeline wap_pipeline_tests benchmarks
+
+## The DLQ auto-fix Lambda's deployment zip: wap_pipeline and the pure-Python packages its handler imports;
+## compiled ones are listed for a layer (see scripts/lambda_package.py and docs/deploy.md).
+lambda-package: install
+	$(PY) scripts/lambda_package.py --out dist/dlq-autofix-lambda.zip
 
 services:
 	scripts/ensure-services.sh

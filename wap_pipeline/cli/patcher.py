@@ -1,12 +1,13 @@
 """``data-patcher``: the support team's CLI (FMEA section 5).
 
-Verbs: ``inspect``, ``secure-clean``, ``quarantine add|list|remove``, ``dlq list|show|purge|redrive``,
-``breaker status``, ``failures``, ``resume-pipeline``, ``audit-log``.
+Verbs: ``inspect``, ``secure-clean``, ``quarantine add|list|remove``,
+``dlq list|show|purge|redrive|patch|edit``, ``breaker status``, ``failures``, ``resume-pipeline``,
+``audit-log``.
 Every action is recorded in the operator audit log. ``--json`` on the group makes output
 machine-readable.
 
 Exit codes: 0 done; 1 not done -- the pipeline failed again after a re-drive, ``inspect`` found
-problems, ``secure-clean`` left records invalid (listed, not injected); 2 usage error; 3 refused (a
+problems, ``secure-clean`` or ``dlq patch|edit`` left records invalid (listed, not injected); 2 usage error; 3 refused (a
 precondition does not hold, e.g. an unknown pipeline, a missing file); 4 refused: the bucket or queue
 is not on the allow-list (``WAP_PATCHER_ALLOWED_BUCKETS`` / ``WAP_PATCHER_ALLOWED_QUEUES``).
 """
@@ -404,6 +405,152 @@ def dlq_redrive(ctx: Context, message_ids: tuple[str, ...], reason: str) -> None
         [{"original_message_id": m.original_message_id, "new_message_id": new} for m, new in moved],
         "\n".join(f"{m.original_message_id} -> {new}" for m, new in moved) or "DLQ is empty",
     )
+
+
+def _dlq_outcome(ctx: Context, outcome, dry_run: bool) -> None:
+    """Print a DLQ patch's outcome and exit: 0 when every chosen message was fixed, else 1."""
+    from wap_pipeline.rules.dlq_fixes import describe
+
+    new_ids = outcome.as_dict()["messages"]
+    lines = [
+        describe(fix) + (f" -> replay {doc['new_message_id']}" if doc["new_message_id"] else "")
+        for fix, doc in zip(outcome.fixes, new_ids, strict=True)
+    ]
+    verb = "would be re-injected" if dry_run else "re-injected as replays and deleted from the DLQ"
+    lines.append(
+        f"{len(outcome.fixed)} message(s) {verb}; {len(outcome.left)} left in the DLQ"
+        + (" (dry run: nothing was sent or deleted)." if dry_run else f" (patch {outcome.patch_id}).")
+    )
+    ctx.emit({**outcome.as_dict(), "dry_run": dry_run}, "\n".join(lines))
+    sys.exit(EXIT_FAILED if outcome.left else EXIT_OK)
+
+
+@dlq.command("patch")
+@click.option("--message-id", "message_ids", multiple=True, help="Only these messages (repeatable).")
+@click.option("--all", "all_messages", is_flag=True, help="Every message of the DLQ.")
+@click.option(
+    "--remove-chars",
+    required=True,
+    help="Characters to remove, as for secure-clean: '\\x1F', '\\uFEFF', '\\t'.",
+)
+@click.option("--reason", default="dlq patch", show_default=True, help="Recorded in the audit log.")
+@click.option("--dry-run", is_flag=True, help="Read, clean and validate; send and delete nothing.")
+@pass_context
+def dlq_patch(
+    ctx: Context,
+    message_ids: tuple[str, ...],
+    all_messages: bool,
+    remove_chars: str,
+    reason: str,
+    dry_run: bool,
+) -> None:
+    """Remove characters from DLQ bodies (secure-clean's rules) and re-inject the fixed ones.
+
+    Each new body is validated as the forwarder will see it (a JSON object within the limits) and as
+    the standardized audit will; a fixed message is sent to the ingest queue as a replay
+    (is_replay=true, original_message_id, idempotency_key from the body) and deleted from the DLQ only
+    after the replay was accepted. A message still invalid stays in the DLQ, listed with why (exit 1).
+    """
+    from wap_pipeline.operations.dlq_patching import NotInDlqError, fix_dlq
+    from wap_pipeline.operations.patching import NotAllowedError
+    from wap_pipeline.rules.cleaning import parse_chars
+    from wap_pipeline.rules.dlq_fixes import patch_message
+
+    if bool(message_ids) == all_messages:
+        raise click.UsageError("give --message-id ID (repeatable) or --all")
+    try:
+        chars = parse_chars(remove_chars)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--remove-chars") from error
+    limits = ctx.settings.payload_limits
+
+    def fix(message, fields, now):
+        return patch_message(message, chars, fields, now, limits)
+
+    try:
+        outcome = fix_dlq(ctx.operator(), "dlq.patch", set(message_ids) or None, fix, reason, dry_run)
+    except NotAllowedError as error:
+        _refuse(EXIT_NOT_ALLOWED, str(error))
+    except NotInDlqError as error:
+        _refuse(EXIT_REFUSED, str(error))
+    _dlq_outcome(ctx, outcome, dry_run)
+
+
+@dlq.command("edit")
+@click.argument("message_id")
+@click.option("--reason", default="dlq edit", show_default=True, help="Recorded in the audit log.")
+@click.option("--yes", is_flag=True, help="Re-inject without asking once the edit is valid.")
+@pass_context
+def dlq_edit(ctx: Context, message_id: str, reason: str, yes: bool) -> None:
+    """Edit a DLQ body in $EDITOR (like `kubectl edit`) and re-inject it as a replay.
+
+    On save the body is validated as the forwarder and the standardized audit will see it. An invalid
+    edit is refused with the parser's message and position (exit 1; the edit is kept in a file, the
+    DLQ message stays). A valid one is shown as a diff and re-injected only on confirmation (or --yes);
+    the DLQ message is deleted once its replay was accepted.
+    """
+    import difflib
+    import tempfile
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from wap_pipeline.operations.dlq_patching import NotInDlqError, find, fix_dlq
+    from wap_pipeline.operations.patching import NotAllowedError, standardized_fields
+    from wap_pipeline.rules.cleaning import show_text
+    from wap_pipeline.rules.dlq_fixes import FIXED, check_fix
+
+    try:
+        message = find(ctx.settings, message_id)
+    except NotInDlqError as error:
+        _refuse(EXIT_REFUSED, str(error))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="dlq-edit-", delete=False) as handle:
+        handle.write(message.body)
+    path = Path(handle.name)
+    click.edit(filename=str(path))
+    edited = path.read_text()
+    if edited.endswith("\n") and not message.body.endswith("\n"):
+        edited = edited[:-1]  # the newline editors add at the end of a file
+    if edited == message.body:
+        path.unlink()
+        ctx.emit({"message_id": message.message_id, "changed": False}, "Edit cancelled, no changes made.")
+        return
+    fields, _ = standardized_fields(ctx.settings)
+    limits = ctx.settings.payload_limits
+    fix = check_fix(message, edited, "edit", fields, datetime.now(UTC), limits)
+    diff = list(
+        difflib.unified_diff(
+            show_text(message.body).splitlines(),
+            show_text(edited).splitlines(),
+            f"dlq/{message.message_id}",
+            "edited",
+            lineterm="",
+        )
+    )
+    document = {**fix.as_dict(), "diff": diff, "edit_file": str(path)}
+    if fix.status != FIXED:
+        ctx.emit(
+            document,
+            "\n".join(diff)
+            + "\nrefused: the edit is invalid: "
+            + "; ".join(fix.reasons)
+            + f"\nThe DLQ message stays; your edit is kept in {path}.",
+        )
+        sys.exit(EXIT_FAILED)
+    if not ctx.as_json:
+        click.echo("\n".join(diff))
+    confirm(yes, f"Re-inject the edited body as a replay and delete {message.message_id} from the DLQ?")
+
+    def same_edit(taken, fields, now):
+        return check_fix(taken, edited, "edit", fields, now, limits)
+
+    try:
+        outcome = fix_dlq(ctx.operator(), "dlq.edit", {message.message_id}, same_edit, reason, False)
+    except NotAllowedError as error:
+        _refuse(EXIT_NOT_ALLOWED, str(error))
+    except NotInDlqError as error:
+        _refuse(EXIT_REFUSED, str(error))
+    path.unlink()
+    _dlq_outcome(ctx, outcome, False)
 
 
 @cli.group()

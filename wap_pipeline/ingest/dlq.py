@@ -1,4 +1,4 @@
-"""Dead-letter queue tooling: browse (without consuming), purge, and redrive.
+"""Dead-letter queue tooling: browse (without consuming), take and release, purge, and redrive.
 
 Redrive is receive-and-resend (the local server has no ``StartMessageMoveTask``, and this works on
 both): the copy sent back to the source queue carries ``original_message_id``, since SQS gives it a
@@ -35,6 +35,22 @@ class DlqMessage:
         }
 
 
+def from_event_record(record: dict) -> DlqMessage:
+    """A record of a Lambda SQS event (the event source mapping's camelCase shape) as a DlqMessage."""
+    return _parse(
+        {
+            "MessageId": record["messageId"],
+            "ReceiptHandle": record["receiptHandle"],
+            "Body": record.get("body", ""),
+            "Attributes": record.get("attributes", {}),
+            "MessageAttributes": {
+                name: {"StringValue": value.get("stringValue", "")}
+                for name, value in record.get("messageAttributes", {}).items()
+            },
+        }
+    )
+
+
 def _parse(message: dict) -> DlqMessage:
     attributes = {k: v.get("StringValue", "") for k, v in message.get("MessageAttributes", {}).items()}
     system = message.get("Attributes", {})
@@ -60,6 +76,11 @@ def _receive_all(sqs, url: str, limit: int | None, hide_for_s: int) -> list[DlqM
             parsed = _parse(message)
             messages[parsed.message_id] = parsed
     return list(messages.values())
+
+
+def release(sqs, url: str, messages: list[DlqMessage]) -> None:
+    """Make taken messages visible again at once: they stay in the DLQ."""
+    _make_visible(sqs, url, messages)
 
 
 def _make_visible(sqs, url: str, messages: list[DlqMessage]) -> None:
@@ -88,11 +109,28 @@ def _delete(sqs, url: str, messages: list[DlqMessage]) -> int:
     return deleted
 
 
-def purge(sqs, url: str, message_ids: set[str] | None = None) -> list[DlqMessage]:
-    """Delete every message (or only ``message_ids``); returns what was deleted."""
-    messages = _receive_all(sqs, url, None, hide_for_s=120)
+def take(sqs, url: str, message_ids: set[str] | None = None, hide_for_s: int = 120) -> list[DlqMessage]:
+    """Receive every message (or only ``message_ids``), hidden for ``hide_for_s`` so that nobody else
+    acts on them meanwhile; the others are made visible again at once."""
+    messages = _receive_all(sqs, url, None, hide_for_s=hide_for_s)
     chosen = [m for m in messages if message_ids is None or m.message_id in message_ids]
     _make_visible(sqs, url, [m for m in messages if m not in chosen])
+    return chosen
+
+
+def delete(sqs, url: str, messages: list[DlqMessage]) -> set[str]:
+    """Delete taken messages (by their receipt handles); returns the ids SQS did not delete."""
+    not_deleted: set[str] = set()
+    for start in range(0, len(messages), 10):
+        group = messages[start : start + 10]
+        _, failed = sqs_calls.delete(sqs, url, [m.receipt_handle for m in group])
+        not_deleted |= {group[int(f["Id"])].message_id for f in failed}
+    return not_deleted
+
+
+def purge(sqs, url: str, message_ids: set[str] | None = None) -> list[DlqMessage]:
+    """Delete every message (or only ``message_ids``); returns what was deleted."""
+    chosen = take(sqs, url, message_ids)
     _delete(sqs, url, chosen)
     return chosen
 
@@ -104,9 +142,7 @@ def redrive(
 
     Returns (DLQ message, new message id) pairs. A DLQ message is deleted only after its copy was sent.
     """
-    messages = _receive_all(sqs, dlq_url, None, hide_for_s=120)
-    chosen = [m for m in messages if message_ids is None or m.message_id in message_ids]
-    _make_visible(sqs, dlq_url, [m for m in messages if m not in chosen])
+    chosen = take(sqs, dlq_url, message_ids)
     moved = []
     for message in chosen:
         attributes = {**message.attributes, "original_message_id": message.original_message_id}

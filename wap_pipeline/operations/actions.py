@@ -13,6 +13,7 @@ from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine, QuarantineEntry
 from wap_pipeline.rules.cleaning import CleanedLine
+from wap_pipeline.rules.dlq_fixes import DlqFix
 from wap_pipeline.settings import Settings
 
 
@@ -130,3 +131,59 @@ class Operator:
                 )
             outcome["not_sent"] = len(replays) - len(new_ids)
         return new_ids
+
+    def dlq_replace(
+        self,
+        action: str,
+        fixes: list[DlqFix],
+        left: list[DlqFix],
+        reason: str,
+        patch_id: str,
+        delete_from_dlq: bool = True,
+    ) -> list[str]:
+        """Re-inject fixed DLQ bodies as replays (through :meth:`inject_replays`, ten at a time) and
+        delete each DLQ message only after its replay was accepted; ``left`` stay in the DLQ. One
+        ``action`` entry says which message became which replay and what was left, and why.
+
+        ``delete_from_dlq=False``: the caller deletes (a Lambda SQS event source mapping deletes the
+        messages the function does not report as failed)."""
+        sqs = aws.client("sqs", self.settings)
+        url = queue_url(sqs, self.settings.dlq_name)
+        replaced: list[dict] = []
+        error: Exception | None = None
+        try:
+            for start in range(0, len(fixes), 10):
+                group = fixes[start : start + 10]
+                replays = [fix.as_replay(start + i + 1) for i, fix in enumerate(group)]
+                new_ids = self.inject_replays(self.settings.queue_name, replays, reason, patch_id)
+                kept = dlq.delete(sqs, url, [f.message for f in group]) if delete_from_dlq else set()
+                replaced += [
+                    {
+                        "message_id": fix.message.message_id,
+                        "original_message_id": fix.message.original_message_id,
+                        "new_message_id": new_id,
+                        "idempotency_key": fix.idempotency_key,
+                        "how": fix.how,
+                        "deleted_from_dlq": delete_from_dlq and fix.message.message_id not in kept,
+                    }
+                    for fix, new_id in zip(group, new_ids, strict=True)
+                ]
+        except Exception as failure:  # record what was done, then fail
+            error = failure
+        self.audit.record(
+            self.name,
+            action,
+            self.settings.dlq_name,
+            reason,
+            {
+                "patch_id": patch_id,
+                "replaced": replaced,
+                "left": [
+                    {"message_id": f.message.message_id, "how": f.how, "reasons": f.reasons} for f in left
+                ],
+                **({"error": str(error)[:500]} if error else {}),
+            },
+        )
+        if error is not None:
+            raise error
+        return [r["new_message_id"] for r in replaced]

@@ -19,11 +19,14 @@ PATCHER_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("s3:GetObject", "arn:aws:s3:::{landing_bucket}/*"),
     ("s3:PutObject", "arn:aws:s3:::{landing_bucket}/{patches_prefix}*"),
     ("s3:AbortMultipartUpload", "arn:aws:s3:::{landing_bucket}/{patches_prefix}*"),
-    # secure-clean --re-inject-queue, dlq redrive: send replays to the ingest queue
+    # secure-clean --re-inject-queue, dlq redrive | patch | edit, the auto-fix Lambda: send replays
+    # to the ingest queue
     ("sqs:GetQueueUrl", "arn:aws:sqs:{region}:{account}:{queue_name}"),
     ("sqs:SendMessage", "arn:aws:sqs:{region}:{account}:{queue_name}"),
-    # dlq list | show | purge | redrive
+    # dlq list | show | purge | redrive | patch | edit; the auto-fix Lambda (its SQS event source mapping
+    # polls the DLQ with the function's role: ReceiveMessage, DeleteMessage, GetQueueAttributes)
     ("sqs:GetQueueUrl", "arn:aws:sqs:{region}:{account}:{dlq_name}"),
+    ("sqs:GetQueueAttributes", "arn:aws:sqs:{region}:{account}:{dlq_name}"),
     ("sqs:ReceiveMessage", "arn:aws:sqs:{region}:{account}:{dlq_name}"),
     ("sqs:ChangeMessageVisibility", "arn:aws:sqs:{region}:{account}:{dlq_name}"),
     ("sqs:DeleteMessage", "arn:aws:sqs:{region}:{account}:{dlq_name}"),

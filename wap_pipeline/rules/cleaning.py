@@ -60,6 +60,12 @@ _RULE_DESCRIPTIONS = {rule.name: rule.description for rule in RULES}
 _CHAR_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\([tnr0\\])")
 
 
+def sqs_unsafe(text: str) -> str | None:
+    """Why SQS would refuse ``text`` as a message body or attribute value (None: it accepts it)."""
+    unsafe = _NOT_SQS_SAFE.search(text)
+    return f"'{show_char(unsafe.group())}' is not allowed by SQS" if unsafe else None
+
+
 def show_char(char: str) -> str:
     """A character as an operator can read it: ``\\x1F``, ``\\u200B``, or itself."""
     if char.isprintable() and char != "\\":
@@ -343,7 +349,8 @@ def audit_lines(
     }
 
 
-def _describe_reason(reason: str) -> str:
+def describe_reason(reason: str) -> str:
+    """An audit reason with its rule's description, as an operator reads it."""
     name = reason.split(":", 1)[0]
     description = _RULE_DESCRIPTIONS.get(name)
     return f"{name} ({description})" if description else reason
@@ -420,7 +427,7 @@ def inspect_lines(
                 problems.append(
                     Problem(
                         "audit",
-                        f"Line {line.number} fails the audit: {_describe_reason(reason)}.",
+                        f"Line {line.number} fails the audit: {describe_reason(reason)}.",
                         rule=name,
                     )
                 )
@@ -578,11 +585,9 @@ def clean_line(line: Line, chars: Collection[str], limits: PayloadLimits = DEFAU
     if isinstance(checked, str):
         return result(INVALID, f"after cleaning: {checked}", output)
     for value in (new_body, *attributes.values()):
-        unsafe = _NOT_SQS_SAFE.search(value)
+        unsafe = sqs_unsafe(value)
         if unsafe:
-            return result(
-                INVALID, f"after cleaning: '{show_char(unsafe.group())}' is not allowed by SQS", output
-            )
+            return result(INVALID, f"after cleaning: {unsafe}", output)
     changes = [
         f"{name}: {_shown(old)} -> {_shown(new)}"
         for name, old, new in (
@@ -633,7 +638,7 @@ def clean_lines(
                     cleaned.ids,
                     cleaned.removed,
                     output=cleaned.output,
-                    reasons=[f"after cleaning: {_describe_reason(r)}" for r in reasons[cleaned.line]],
+                    reasons=[f"after cleaning: {describe_reason(r)}" for r in reasons[cleaned.line]],
                     original_quarantine_id=cleaned.original_quarantine_id,
                     key_changes=cleaned.key_changes,
                 )

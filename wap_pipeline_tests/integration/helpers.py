@@ -142,3 +142,22 @@ def assert_calls_allowed(call_log, settings: Settings) -> None:
         )
     }
     assert not missing, f"calls the patcher's IAM permissions do not cover: {sorted(missing)}"
+
+
+_EDITOR = """import sys
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+open(path, "w", encoding="utf-8").write(text.replace({old!r}, {new!r}) + "\\n")
+"""
+
+
+def scripted_editor(directory, old: str, new: str) -> str:
+    """An $EDITOR for `data-patcher dlq edit`: replaces ``old`` with ``new`` in the file it is given and
+    saves it with the newline editors add, as a person would. Returns the EDITOR value."""
+    import sys
+    import uuid
+    from pathlib import Path
+
+    script = Path(directory) / f"editor-{uuid.uuid4().hex[:8]}.py"
+    script.write_text(_EDITOR.format(old=old, new=new))
+    return f"{sys.executable} {script}"

@@ -18,7 +18,7 @@ from wap_pipeline_tests.conftest import free_port
 from wap_pipeline_tests.fault_proxy import FaultProxy
 from wap_pipeline_tests.integration.cli import BIN, run_cli
 from wap_pipeline_tests.integration.dagster_dev import dagster_dev
-from wap_pipeline_tests.integration.helpers import land_file, send, send_raw
+from wap_pipeline_tests.integration.helpers import land_file, scripted_editor, send, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +65,23 @@ def batch_of_last_run() -> str:
 
 
 def malformed_json(stack, resources: ExitStack) -> dict[str, str]:
-    send(stack, make_events(4, seed=301))
-    send_raw(stack, ['{"event_id": "evt_trunc', "\x00\x01 binary garbage"])
+    """Garbage, a raw tab in a string (patch by rule), a trailing comma (edit by hand) and a BOM (the
+    auto-fix handler) in the DLQ."""
+    events = make_events(7, seed=301)
+    send(stack, events[:4])
+    tab, comma, bom = (orjson.dumps(e).decode() for e in events[4:])
+    garbage, patch, edit, _ = send_raw(
+        stack,
+        [
+            '{"event_id": "evt_trunc',
+            tab.replace('"event_type":"', '"event_type":"\t', 1),
+            comma[:-1] + ",}",
+            "\ufeff" + bom,
+        ],
+    )
     run_cli("run", "--until-idle")
-    return {}
+    editor = scripted_editor(stack.state_dir, ",}", "}")
+    return {"GARBAGE_ID": garbage, "PATCH_ID": patch, "EDIT_ID": edit, "EDITOR": editor}
 
 
 def throttling(stack, resources: ExitStack) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""AWS Lambda entry points (``make lambda-package`` builds their deployment zip)."""
