@@ -149,9 +149,13 @@ class Operator:
         messages the function does not report as failed)."""
         sqs = aws.client("sqs", self.settings)
         url = queue_url(sqs, self.settings.dlq_name)
-        replaced: list[dict] = []
-        error: Exception | None = None
-        try:
+        planned = {
+            "patch_id": patch_id,
+            "to_replace": [f.message.message_id for f in fixes],
+            "left": [{"message_id": f.message.message_id, "how": f.how, "reasons": f.reasons} for f in left],
+        }
+        with self.acting(action, self.settings.dlq_name, reason, planned) as outcome:
+            outcome["replaced"] = replaced = []  # filled as replays go out: a failure still records them
             for start in range(0, len(fixes), 10):
                 group = fixes[start : start + 10]
                 replays = [fix.as_replay(start + i + 1) for i, fix in enumerate(group)]
@@ -168,22 +172,4 @@ class Operator:
                     }
                     for fix, new_id in zip(group, new_ids, strict=True)
                 ]
-        except Exception as failure:  # record what was done, then fail
-            error = failure
-        self.audit.record(
-            self.name,
-            action,
-            self.settings.dlq_name,
-            reason,
-            {
-                "patch_id": patch_id,
-                "replaced": replaced,
-                "left": [
-                    {"message_id": f.message.message_id, "how": f.how, "reasons": f.reasons} for f in left
-                ],
-                **({"error": str(error)[:500]} if error else {}),
-            },
-        )
-        if error is not None:
-            raise error
         return [r["new_message_id"] for r in replaced]
