@@ -86,7 +86,7 @@ browser:
 
 ## Debian's faketime (libfaketime) for the shifted-clock runs (apt, only when missing).
 faketime:
-	scripts/ensure-faketime.sh
+	scripts/ensure-debian-package.sh faketime faketime "for the shifted-clock test runs"
 
 ## The same stack with `dagster dev` on http://127.0.0.1:3000.
 dev: install
