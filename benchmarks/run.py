@@ -398,7 +398,7 @@ def measure_wap_overhead(catalog, standardized, batch_id: str, repeat: int = 3) 
     from pyiceberg.expressions import EqualTo
 
     from wap_pipeline.iceberg import wap
-    from wap_pipeline.rules.audit import count_invalid
+    from wap_pipeline.rules.audit import AUDIT_COLUMNS, count_invalid
 
     rows = wap.scan_batch(standardized, wap.MAIN, batch_id).cast(standardized.schema().as_arrow())
     seed = rows.slice(0, min(1000, rows.num_rows))
@@ -434,8 +434,7 @@ def measure_wap_overhead(catalog, standardized, batch_id: str, repeat: int = 3) 
             t1 = time.perf_counter()
             wap.write_to_branch(table, branch, tagged, properties)
             t2 = time.perf_counter()
-            fields = ("event_id", "message_id", "invalid_flag", "invalid_reasons")
-            audit = count_invalid(wap.scan_batch(table, branch, run_id, fields))
+            audit = count_invalid(wap.scan_batch(table, branch, run_id, AUDIT_COLUMNS))
             t3 = time.perf_counter()
             assert audit.rows == rows.num_rows and audit.passed, audit
             wap.fast_forward(table, branch)

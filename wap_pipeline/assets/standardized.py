@@ -44,7 +44,7 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
-from wap_pipeline.rules.audit import AuditResult, count_invalid, tag_invalid
+from wap_pipeline.rules.audit import AUDIT_COLUMNS, AuditResult, count_invalid, tag_invalid
 from wap_pipeline.rules.standardize import SchemaMismatchError, standardize_chunks
 from wap_pipeline.settings import Settings
 
@@ -190,7 +190,7 @@ def standardized_events(
                 table,
                 branch,
                 batch_id,
-                ("event_id", "original_message_id", "invalid_flag", "invalid_reasons"),
+                AUDIT_COLUMNS,
             )
         )
         metadata = _audit_metadata(audit, branch, batch_id, reference)

@@ -189,6 +189,10 @@ class AuditResult:
         return self.invalid_rows == 0
 
 
+AUDIT_COLUMNS = ("event_id", "original_message_id", "invalid_flag", "invalid_reasons")
+"""The columns :func:`count_invalid` reads of a batch's tagged rows."""
+
+
 def count_invalid(batch_rows: pa.Table, sample_size: int = 10) -> AuditResult:
     """The audit: count invalid rows of the batch (and why), with a sample of offending ids."""
     invalid = batch_rows.filter(pc.field("invalid_flag"))
