@@ -51,8 +51,12 @@ def _has_control_characters(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.fill_null(pc.match_substring_regex(column, _CONTROL_CHARACTERS), False)
 
 
-def _too_long(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.fill_null(pc.greater(pc.utf8_length(column), MAX_KEY_LENGTH), False)
+def _too_long_rule(column: str) -> Rule:
+    return Rule(
+        f"{column}_too_long",
+        f"{column} longer than {MAX_KEY_LENGTH} characters",
+        lambda t, reference: pc.fill_null(pc.greater(pc.utf8_length(t[column]), MAX_KEY_LENGTH), False),
+    )
 
 
 def _outside_event_times(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -68,11 +72,7 @@ def _currency_invalid(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 RULES: tuple[Rule, ...] = (
     Rule("event_id_missing", "event_id is null or blank", lambda t, reference: _blank(t["event_id"])),
-    Rule(
-        "event_id_too_long",
-        f"event_id longer than {MAX_KEY_LENGTH} characters",
-        lambda t, reference: _too_long(t["event_id"]),
-    ),
+    _too_long_rule("event_id"),
     Rule(
         "idempotency_key_missing",
         "idempotency_key is null or blank",
@@ -83,17 +83,9 @@ RULES: tuple[Rule, ...] = (
         "idempotency_key contains control characters",
         lambda t, reference: _has_control_characters(t["idempotency_key"]),
     ),
-    Rule(
-        "idempotency_key_too_long",
-        f"idempotency_key longer than {MAX_KEY_LENGTH} characters",
-        lambda t, reference: _too_long(t["idempotency_key"]),
-    ),
+    _too_long_rule("idempotency_key"),
     Rule("event_type_missing", "event_type is null or blank", lambda t, reference: _blank(t["event_type"])),
-    Rule(
-        "event_type_too_long",
-        f"event_type longer than {MAX_KEY_LENGTH} characters",
-        lambda t, reference: _too_long(t["event_type"]),
-    ),
+    _too_long_rule("event_type"),
     Rule(
         "event_timestamp_missing",
         "event_timestamp is missing or unparseable",
@@ -116,11 +108,7 @@ RULES: tuple[Rule, ...] = (
         lambda t, reference: _outside_event_times(t["event_timestamp"]),
     ),
     Rule("account_id_missing", "account_id is null or blank", lambda t, reference: _blank(t["account_id"])),
-    Rule(
-        "account_id_too_long",
-        f"account_id longer than {MAX_KEY_LENGTH} characters",
-        lambda t, reference: _too_long(t["account_id"]),
-    ),
+    _too_long_rule("account_id"),
     Rule("amount_missing", "amount_minor is null", lambda t, reference: pc.is_null(t["amount_minor"])),
     Rule(
         "amount_out_of_range",
