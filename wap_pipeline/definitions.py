@@ -13,9 +13,9 @@ from wap_pipeline.assets.operations import circuit_breaker_state, dlq_depth, qua
 from wap_pipeline.assets.raw import raw_events
 from wap_pipeline.assets.standardized import standardized_events
 from wap_pipeline.jobs import (
-    cleanup_job,
-    cleanup_schedule,
     ingest_job,
+    maintenance_job,
+    maintenance_schedule,
     operations_job,
     operations_schedule,
     pipeline_job,
@@ -48,8 +48,8 @@ defs = Definitions(
         quarantine_size,
     ],
     asset_checks=[curated_keys_unique, curated_row_accounting, curated_freshness],
-    jobs=[ingest_job, pipeline_job, cleanup_job, operations_job],
-    schedules=[cleanup_schedule, operations_schedule],
+    jobs=[ingest_job, pipeline_job, maintenance_job, operations_job],
+    schedules=[maintenance_schedule, operations_schedule],
     sensors=[sqs_sensor, landing_sensor],
     resources=RESOURCES,
 )

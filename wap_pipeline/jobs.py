@@ -1,7 +1,10 @@
 """Jobs: SQS draining, and the per-batch table pipeline."""
 
+from datetime import UTC, datetime, timedelta
+
 from dagster import (
     AssetSelection,
+    DefaultScheduleStatus,
     Failure,
     OpExecutionContext,
     ScheduleDefinition,
@@ -17,15 +20,15 @@ from wap_pipeline.assets.daily_totals import DAILY_TOTALS_KEY
 from wap_pipeline.assets.operations import BREAKER_KEY, DLQ_KEY, QUARANTINE_KEY
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
-from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
+from wap_pipeline.operations.actions import Operator
+from wap_pipeline.operations.maintenance import maintain
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, IcebergCatalogResource
-from wap_pipeline.settings import Settings
 
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"
-CLEANUP_JOB = "cleanup_abandoned_branches"
+MAINTENANCE_JOB = "maintain_tables"
 OPERATIONS_JOB = "observe_operations"
 WRITER_TAG = "wap/writer"
 
@@ -86,31 +89,46 @@ pipeline_job = define_asset_job(
 
 
 @op(
-    description="Remove abandoned audit branches, and branches of runs that died mid-batch, past their retention."
-)
-def remove_expired_audit_branches(context: OpExecutionContext, catalog: IcebergCatalogResource) -> None:
-    removed = wap.remove_expired_branches(
-        catalog.tables()["standardized"],
-        unfinished_retention_ms=Settings.from_env().abandoned_branch_retention_ms,
+    description=(
+        "Table maintenance: remove published audit branches and abandoned ones past their retention, "
+        "expire snapshots older than WAP_MAINTAIN_OLDER_THAN_HOURS, delete orphan files, compact curated."
     )
-    context.log.info(f"removed {len(removed)} expired abandoned branch(es): {removed}")
+)
+def maintain_tables(context: OpExecutionContext, aws: AwsResource, catalog: IcebergCatalogResource) -> None:
+    settings = aws.settings()
+    operator = Operator(settings, f"dagster:{MAINTENANCE_JOB}")
+    with operator.acting("tables.maintain", "all tables", f"run {context.run_id}") as outcome:
+        report = maintain(
+            catalog.tables(),
+            aws.batch_ids_after,
+            datetime.now(UTC),
+            older_than=timedelta(hours=settings.maintain_older_than_hours),
+            unfinished_branch_retention_ms=settings.abandoned_branch_retention_ms,
+            compact_min_files=settings.curated_compact_min_files,
+        )
+        outcome.update(report.as_dict())
+    for table in report.tables:
+        context.log.info(f"{table.table}: {table.as_dict()}")
 
 
 @job(
-    name=CLEANUP_JOB,
-    description="Enforce the retention of abandoned audit branches (PyIceberg does not).",
+    name=MAINTENANCE_JOB,
+    description="Expire snapshots, remove finished audit branches, delete orphan files, compact curated.",
     executor_def=in_process_executor,
+    # A writer like the pipeline: the run queue never runs it beside a pipeline run.
+    tags={WRITER_TAG: MAINTENANCE_JOB},
 )
-def cleanup_job() -> None:
-    remove_expired_audit_branches()
+def maintenance_job() -> None:
+    maintain_tables()
 
 
-cleanup_schedule = ScheduleDefinition(
-    name="daily_branch_cleanup",
-    job=cleanup_job,
+maintenance_schedule = ScheduleDefinition(
+    name="daily_table_maintenance",
+    job=maintenance_job,
     cron_schedule="17 3 * * *",
     execution_timezone="UTC",
-    description="Daily: remove abandoned audit branches past their retention.",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Daily: `wap-pipeline maintain` (snapshot expiry, branches, orphan files, compaction).",
 )
 
 
@@ -127,5 +145,6 @@ operations_schedule = ScheduleDefinition(
     job=operations_job,
     cron_schedule="*/5 * * * *",
     execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
     description="Every 5 minutes: DLQ, breaker, quarantine and curated freshness, so the UI plots them over time.",
 )

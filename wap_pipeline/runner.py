@@ -231,6 +231,37 @@ def redrive(
     return report
 
 
+class UnknownBatchError(ValueError):
+    """No manifest for this batch id: there is nothing to re-run."""
+
+
+def rerun(
+    instance: DagsterInstance,
+    partitions: list[str],
+    batch_exists: Callable[[str], bool],
+    log: Callable[[str], None] = lambda message: None,
+    log_level: str = "INFO",
+) -> RunnerReport:
+    """Materialize each batch again from its first step, whether or not it succeeded before (the UI's
+    "Materialize selected partition"). A batch already in a table changes nothing there: each step
+    finds it in the table's ledger. A batch with a manifest that this instance does not know (a lost
+    Dagster instance) is registered first; one without a manifest is refused."""
+    known = set(instance.get_dynamic_partitions(landing_batches.name))
+    unknown = [key for key in partitions if key not in known and not batch_exists(key)]
+    if unknown:
+        raise UnknownBatchError(f"no manifest for batch(es) {', '.join(unknown)}: nothing to re-run")
+    missing = [key for key in partitions if key not in known]
+    if missing:
+        instance.add_dynamic_partitions(landing_batches.name, missing)
+    report = RunnerReport()
+    for key in partitions:
+        outcome = launch_run(instance, PIPELINE_JOB, {PARTITION_TAG: key}, log_level)
+        report.runs.append(outcome)
+        log(f"{PIPELINE_JOB} {key} (re-run) -> {outcome.status} (run {outcome.run_id})")
+    report.idle = True
+    return report
+
+
 def _evaluate(instance: DagsterInstance, sensor_def: SensorDefinition):
     key = _CURSOR_KEY.format(sensor_def.name)
     cursor = instance.run_storage.get_cursor_values({key}).get(key)

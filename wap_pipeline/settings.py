@@ -68,8 +68,10 @@ class Settings:
     # waiting retry_delay_s, then doubling: 5 x 2 s covers an outage of about a minute.
     step_retries: int = 5
     step_retry_delay_s: float = 2.0
-    # Abandoned audit branches are kept this long for inspection, then removed by cleanup.
+    # Abandoned audit branches are kept this long for inspection, then removed by maintenance.
     abandoned_branch_retention_hours: int = 14 * 24
+    # Table maintenance (daily, and `wap-pipeline maintain`) expires snapshots older than this.
+    maintain_older_than_hours: int = 7 * 24
     # Curated looks for earlier copies of a batch's keys within this many days of event time around
     # the batch's own events (see wap_pipeline.rules.curated); wider costs more per batch.
     curated_dedup_window_days: int = 7

@@ -33,14 +33,17 @@ def raw_batch(batch_id: str, n: int) -> pa.Table:
     )
 
 
-def publish(table, batch_id: str, n: int) -> str:
+def publish(table, batch_id: str, n: int, known: list[str] | None = None) -> str:
+    """Write-audit-publish ``n`` rows of ``batch_id``; with ``known`` (every batch id that exists, as
+    the manifests would list them) the commit carries the ledger, as the assets' commits do."""
     branch = wap.next_branch_name(table, batch_id)
     wap.create_branch_from_main(table, branch)
+    ledger = {} if known is None else wap.ledger_properties(table, batch_id, lambda low: known)
     wap.write_to_branch(
         table,
         branch,
         raw_batch(batch_id, n),
-        {wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: f"k-{batch_id}"},
+        {wap.BATCH_ID_PROPERTY: batch_id, wap.BOOKMARK_PROPERTY: f"k-{batch_id}", **ledger},
     )
     wap.fast_forward(table, branch)
     return branch

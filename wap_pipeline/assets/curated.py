@@ -38,7 +38,7 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import CircuitBreakerResource, EngineResource, IcebergCatalogResource
+from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
 from wap_pipeline.rules.curated import (
     EVENT_TIME,
     KEY,
@@ -101,6 +101,7 @@ def curated_commit_summary(table: Table, batch_id: str) -> dict[str, str] | None
 )
 def curated_events(
     context: AssetExecutionContext,
+    aws: AwsResource,
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
     engine: EngineResource,
@@ -110,11 +111,10 @@ def curated_events(
         tables = catalog.tables()
         standardized, table = tables["standardized"], tables["curated"]
         io = engine.get()  # arrow or spark: reads and the atomic commit (wap_pipeline.engines)
-        done = curated_commit_summary(table, batch_id)
-        if done is not None:
+        if wap.is_published(table, batch_id):
             context.log.info(f"batch {batch_id} already merged into curated; no-op")
             return MaterializeResult(metadata={"batch_id": batch_id, "already_merged": True})
-        if wap.published_snapshot(standardized, batch_id) is None:
+        if not wap.is_published(standardized, batch_id):
             raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
         # Only the columns curated keeps: the batch is read whole (the merge needs all its keys).
         kept = set(top_level_columns(standardized.schema()))
@@ -148,6 +148,7 @@ def curated_events(
             TOUCHED_DAYS: ",".join(day.isoformat() for day in touched),
             WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
             TOTAL_BEFORE: str(wap.row_count(table)),
+            **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
         }
         io.commit_merge(table, plan, window, properties)  # deletes + inserts, one atomic step on main
         compacted = io.compact_days(table, touched, Settings.from_env().curated_compact_min_files)
@@ -245,6 +246,14 @@ def curated_row_accounting(
     tables = catalog.tables()
     published = wap.published_snapshot(tables["standardized"], batch_id)
     snapshots = wap.batch_snapshots(tables["curated"], batch_id)
+    if (published is None or not snapshots) and all(
+        wap.is_published(tables[layer], batch_id) for layer in ("standardized", "curated")
+    ):
+        # A re-run of a batch merged long ago (this run committed nothing): its commits were expired
+        # by maintenance after this check passed on them.
+        return AssetCheckResult(
+            passed=True, metadata={"batch_id": batch_id, "already_merged": True, "commit_expired": True}
+        )
     if published is None or not snapshots:
         result = AssetCheckResult(
             passed=False,
@@ -291,17 +300,21 @@ def curated_row_accounting(
     ),
 )
 def curated_freshness(
-    context: AssetCheckExecutionContext, catalog: IcebergCatalogResource
+    context: AssetCheckExecutionContext, aws: AwsResource, catalog: IcebergCatalogResource
 ) -> AssetCheckResult:
     tables = catalog.tables()
     standardized, curated = tables["standardized"], tables["curated"]
-    merged = set(wap.published_batches(curated))
+    published, merged = wap.ledger(standardized), wap.ledger(curated)
     now_ms = datetime.now(UTC).timestamp() * 1000
-    pending = [b for b in wap.published_batches(standardized) if b not in merged]
+    # Batches above curated's watermark that standardized holds: those above its own watermark, and
+    # those it has passed that exist (the manifests after curated's watermark).
+    candidates = set(published.batches) | set(aws.batch_ids_after(merged.low))
+    pending = sorted(b for b in candidates if b in published and b not in merged)
     oldest_lag_s = 0.0
     if pending:
+        # Maintenance keeps standardized's commit of a batch that curated has not merged yet.
         snapshot = wap.published_snapshot(standardized, pending[0])
-        oldest_lag_s = max(0.0, (now_ms - snapshot.timestamp_ms) / 1000)
+        oldest_lag_s = max(0.0, (now_ms - snapshot.timestamp_ms) / 1000) if snapshot else 0.0
     head = curated.current_snapshot()
     max_lag_s = Settings.from_env().curated_max_lag_minutes * 60
     return AssetCheckResult(

@@ -22,7 +22,7 @@ from wap_pipeline.assets.curated import CURATED_KEY, TOUCHED_DAYS, curated_commi
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
 from wap_pipeline.rules.curated import EVENT_TIME, daily_totals, days_window
 
 DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
@@ -44,6 +44,7 @@ DAILY_TOTALS_SNAPSHOTS_KEPT = 10
 )
 def curated_daily_totals(
     context: AssetExecutionContext,
+    aws: AwsResource,
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
 ) -> MaterializeResult:
@@ -51,11 +52,21 @@ def curated_daily_totals(
     with guarded_by_breaker(context, breaker):
         tables = catalog.tables()
         curated, totals_table = tables["curated"], tables["daily_totals"]
+        # Recomputed by every batch: a table trimmed before it carried a ledger starts one (lost_ok).
+        if batch_id in wap.ledger(totals_table, lost_ok=True):
+            context.log.info(f"batch {batch_id}'s days are already recomputed; no-op")
+            return MaterializeResult(metadata={"batch_id": batch_id, "already_recomputed": True})
         summary = curated_commit_summary(curated, batch_id)
         if summary is None:
             raise Failure(f"batch {batch_id} is not merged into curated/events; totals cannot be computed")
         days = [date.fromisoformat(d) for d in summary.get(TOUCHED_DAYS, "").split(",") if d]
+        ledger = wap.ledger_properties(totals_table, batch_id, aws.batch_ids_after, lost_ok=True)
         if not days:
+            # Nothing to recompute, but the batch is done here: an empty commit records it in the ledger.
+            totals_table.append(
+                totals_table.schema().as_arrow().empty_table(),
+                snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, **ledger},
+            )
             return MaterializeResult(metadata={"batch_id": batch_id, "days_recomputed": 0})
         rows = curated.scan(
             row_filter=window_filter(days_window(days)),
@@ -66,7 +77,7 @@ def curated_daily_totals(
         totals_table.overwrite(
             totals.cast(totals_table.schema().as_arrow()),
             overwrite_filter=In("event_date", [d.isoformat() for d in days]),
-            snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id},
+            snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, **ledger},
         )
         expired = wap.expire_history(totals_table, DAILY_TOTALS_SNAPSHOTS_KEPT)
         return MaterializeResult(

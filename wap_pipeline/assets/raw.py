@@ -58,11 +58,8 @@ def raw_events(
     batch_id = wap.validate_batch_id(context.partition_key)
     with guarded_by_breaker(context, breaker):
         table = catalog.tables()["raw"]
-        already = wap.published_snapshot(table, batch_id)
-        if already is not None:
-            context.log.info(
-                f"batch {batch_id} is already in raw (snapshot {already.snapshot_id}); nothing to do"
-            )
+        if wap.is_published(table, batch_id):
+            context.log.info(f"batch {batch_id} is already in raw; nothing to do")
             return MaterializeResult(metadata={"batch_id": batch_id, "rows": 0, "already_loaded": True})
         settings = aws.settings()
         s3 = aws.client("s3")
@@ -76,6 +73,7 @@ def raw_events(
                     wap.BATCH_ID_PROPERTY: batch_id,
                     wap.BOOKMARK_PROPERTY: manifest.bookmark,
                     wap.LANDED_AT_PROPERTY: manifest.landed_at.isoformat(),
+                    **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
                 }
             )
         fault_point("raw.after_append")

@@ -39,6 +39,7 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import (
+    AwsResource,
     CircuitBreakerResource,
     EngineResource,
     IcebergCatalogResource,
@@ -105,6 +106,7 @@ def _audit_metadata(audit: AuditResult, branch: str, batch_id: str, reference: d
 )
 def standardized_events(
     context: AssetExecutionContext,
+    aws: AwsResource,
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
     quarantine: QuarantineResource,
@@ -115,9 +117,8 @@ def standardized_events(
         tables = catalog.tables()
         raw, table = tables["raw"], tables["standardized"]
         io = engine.get()  # arrow or spark: reads, branch write, fast-forward (wap_pipeline.engines)
-        published = wap.published_snapshot(table, batch_id)
-        if published is not None:
-            context.log.info(f"batch {batch_id} already published (snapshot {published.snapshot_id}); no-op")
+        if wap.is_published(table, batch_id):
+            context.log.info(f"batch {batch_id} already published; no-op")
             yield AssetCheckResult(
                 check_name=AUDIT_CHECK,
                 passed=True,
@@ -127,6 +128,7 @@ def standardized_events(
             return
         raw_snapshot = wap.published_snapshot(raw, batch_id)
         if raw_snapshot is None:
+            # Maintenance keeps raw's commit of every batch not yet published downstream.
             raise Failure(f"batch {batch_id} is not in raw yet; materialize raw/events for it first")
         bookmark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY, "")
         # The audit's time reference belongs to the batch (when it landed), so any re-run -- a retry,
@@ -160,6 +162,7 @@ def standardized_events(
                     wap.BATCH_ID_PROPERTY: batch_id,
                     wap.BOOKMARK_PROPERTY: bookmark,
                     wap.QUARANTINED_ROWS_PROPERTY: str(skipped),
+                    **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
                 },
             )
         except SchemaMismatchError as error:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import click
 
@@ -206,6 +206,124 @@ def redrive(partitions: tuple[str, ...], then_run: bool, reason: str) -> None:
         if not report.runs:
             click.echo("no failed batches to re-drive")
         sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
+
+
+@cli.command()
+@click.option("--partition", "partitions", multiple=True, required=True, help="The batch (repeatable).")
+@_REASON
+def rerun(partitions: tuple[str, ...], reason: str) -> None:
+    """Materialize batches again from the first step, whether or not they succeeded, headless.
+
+    What "Materialize selected partition" does in the UI. A batch already published changes no table
+    (every step finds it in its table's ledger, even after its snapshots were expired); a failed or
+    half-done one is completed. Exit 1 when a run fails, 3 when the breaker is RED or a batch has no
+    manifest.
+    """
+    from botocore.exceptions import ClientError
+    from dagster import DagsterInstance
+
+    from wap_pipeline import aws
+    from wap_pipeline.ingest.landing import manifest_key
+    from wap_pipeline.runner import UnknownBatchError
+    from wap_pipeline.runner import rerun as do_rerun
+    from wap_pipeline.state import ensure_dagster_home
+
+    settings = _settings()
+    state = _breaker().state()
+    if state.is_red:
+        click.echo(f"breaker {state.pipeline} is RED ({state.reason[:200]}); reset it first", err=True)
+        sys.exit(EXIT_NOT_IDLE)
+    s3 = aws.client("s3", settings)
+
+    def batch_exists(batch_id: str) -> bool:
+        try:
+            s3.head_object(
+                Bucket=settings.landing_bucket, Key=manifest_key(settings.manifests_prefix, batch_id)
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    ensure_dagster_home(settings)
+    with _operator().acting(
+        "pipeline.rerun", settings.pipeline_name, reason, {"partitions": list(partitions)}
+    ) as outcome:
+        with DagsterInstance.get() as instance:
+            try:
+                report = do_rerun(instance, list(partitions), batch_exists, log=click.echo)
+            except UnknownBatchError as error:
+                click.echo(str(error), err=True)
+                sys.exit(EXIT_NOT_IDLE)
+        outcome.update(run_ids=[r.run_id for r in report.runs], failed=len(report.failed))
+        sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    default="7d",
+    show_default=True,
+    help="Expire snapshots older than this (e.g. 7d, 12h, 30m, 0s).",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_REASON
+def maintain(older_than: str, dry_run: bool, as_json: bool, reason: str) -> None:
+    """Table maintenance: expire snapshots, remove finished audit branches, delete orphan files, compact.
+
+    Safe while the pipeline runs: no decision reads history (each table's head carries its ledger), and
+    the commits of batches a later step has not taken yet are kept whatever their age. Orphan files
+    younger than an hour are never deleted. Also the daily `maintain_tables` Dagster schedule.
+    """
+    from datetime import datetime
+
+    from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.operations.maintenance import maintain as do_maintain
+    from wap_pipeline.resources.aws import AwsResource
+
+    settings = _settings()
+    scope = {"older_than": older_than, "dry_run": dry_run}
+    with _operator().acting("tables.maintain", "all tables", reason, scope) as outcome:
+        report = do_maintain(
+            ensure_tables(load_wap_catalog(settings)),
+            AwsResource().batch_ids_after,
+            datetime.now(UTC),
+            older_than=parse_duration(older_than),
+            dry_run=dry_run,
+            unfinished_branch_retention_ms=settings.abandoned_branch_retention_ms,
+            compact_min_files=settings.curated_compact_min_files,
+        )
+        outcome.update(report.as_dict())
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    verb = "would" if dry_run else "did"
+    for table in report.tables:
+        held = f" (kept from batch {table.held_by}, not yet taken by the next layer)" if table.held_by else ""
+        click.echo(
+            f"{table.table}: {verb} expire {len(table.snapshots_expired)} snapshot(s){held}, remove "
+            f"{len(table.branches_removed)} branch(es), delete {len(table.orphan_files)} orphan file(s) "
+            f"({table.orphan_bytes} bytes)"
+        )
+    if report.compacted_days:
+        click.echo(
+            f"curated.events: {verb} compact {len(report.compacted_days)} day(s) {report.compacted_files}"
+        )
+
+
+def parse_duration(text: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``45s`` -> a timedelta."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    try:
+        amount, unit = float(text[:-1]), units[text[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise click.BadParameter(f"{text!r}: a number and one of d, h, m, s (e.g. 7d)") from None
+    if amount < 0:
+        raise click.BadParameter(f"{text!r}: must not be negative")
+    return timedelta(**{unit: amount})
 
 
 @cli.command("rerun-failed")

@@ -60,6 +60,13 @@ def _day_of(task: FileScanTask) -> date | None:
     return _EPOCH + timedelta(days=value) if isinstance(value, int) else None
 
 
+def all_days(table: Table) -> list[date]:
+    """Every day partition with data on main (what a maintenance pass compacts)."""
+    if table.current_snapshot() is None:
+        return []
+    return sorted({day for task in table.scan().plan_files() if (day := _day_of(task)) is not None})
+
+
 def small_files_by_day(table: Table, days: list[date]) -> dict[date, list[FileScanTask]]:
     """Main's data files of ``days`` smaller than the compaction threshold, by day.
 

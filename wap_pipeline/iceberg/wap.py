@@ -8,6 +8,10 @@ instead of being silently discarded.
 The batch id and the ingest bookmark travel in the snapshot summary of the commit that the branch
 points at, so fast-forwarding main publishes data and bookmark in one atomic ref update.
 
+"Is batch B already in this table?" is answered by the table's :class:`Ledger`, which every batch
+commit carries forward in its summary (as the Iceberg Kafka Connect sink carries its offsets): the
+answer needs the head, not the history, so expiring old snapshots changes no decision.
+
 Every layer writes a batch through :class:`StagedAppend`: data files are written chunk by chunk as
 the chunks are produced (memory follows a chunk, not the batch), then ONE fast-append commits them all
 -- one atomic snapshot per batch, exactly as a single ``append`` of the whole batch would.
@@ -21,6 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -49,6 +54,10 @@ CURATED_TOUCHED_DAYS = "wap.curated.touched-days"
 CURATED_WINDOW = "wap.curated.window"
 # Rows on curated main just before the batch's commit: the commit must add exactly the inserted rows.
 CURATED_TOTAL_BEFORE = "wap.curated.total-before"
+# The ledger carried by every batch commit: a low watermark (every batch id <= it is in the table)
+# and the batch ids above it that are in the table (sorted, comma-separated).
+LEDGER_LOW_PROPERTY = "wap.ledger.low"
+LEDGER_BATCHES_PROPERTY = "wap.ledger.batches"
 BRANCH_PREFIX = "audit_batch_"
 # Recorded on each abandoned branch (as a property of the table) since PyIceberg resets ref
 # retention on append and never enforces it; cleanup reads these.
@@ -60,6 +69,10 @@ CHUNK_BYTES = 64 * 2**20
 
 _RETRY_SUFFIX = re.compile(r"_retry_\d+$")
 _VALID_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class LedgerLostError(RuntimeError):
+    """Main's history was expired past every commit that carried the ledger: refuse to guess."""
 
 
 class NotFastForwardError(RuntimeError):
@@ -90,6 +103,11 @@ def next_branch_name(table: Table, batch_id: str) -> str:
     return branch_name(batch_id, attempt)
 
 
+def batch_of_branch(name: str) -> str:
+    """``audit_batch_<id>[_retry_<n>]`` -> ``<id>``."""
+    return _RETRY_SUFFIX.sub("", name[len(BRANCH_PREFIX) :])
+
+
 def branches_of_batch(table: Table, batch_id: str) -> list[str]:
     base = branch_name(batch_id)
     return sorted(name for name in table.metadata.refs if name == base or name.startswith(f"{base}_retry_"))
@@ -115,6 +133,90 @@ def history(metadata: TableMetadata, head: Snapshot | None) -> Iterator[Snapshot
 
 def _batch_of(snapshot: Snapshot) -> str | None:
     return snapshot.summary.get(BATCH_ID_PROPERTY) if snapshot.summary is not None else None
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Which batches a table holds, carried in the summary of every batch commit.
+
+    ``low`` is a low watermark -- every batch id up to it (in string order, the order of manifests and
+    of batch ids) is in the table -- and ``batches`` the ids above it that are. A commit adds its batch
+    and advances the watermark over the run of known batch ids (the manifests, oldest first) that the
+    table holds, so the set stays as small as the batches in flight. The watermark is only advanced
+    over ids the caller listed: an id nobody listed is never assumed.
+    """
+
+    low: str = ""
+    batches: frozenset[str] = frozenset()
+
+    def __contains__(self, batch_id: str) -> bool:
+        return (bool(self.low) and batch_id <= self.low) or batch_id in self.batches
+
+    def with_batch(self, batch_id: str, known_after_low: Iterable[str] = ()) -> Ledger:
+        """This ledger plus ``batch_id``, the watermark advanced over ``known_after_low`` (every batch
+        id above ``low`` that exists, e.g. the manifests listed after it) while they are held."""
+        batches, low = set(self.batches) | {validate_batch_id(batch_id)}, self.low
+        for known in sorted(k for k in known_after_low if k > low):
+            if known not in batches:
+                break
+            low = known
+        return Ledger(low, frozenset(b for b in batches if b > low))
+
+    def properties(self) -> dict[str, str]:
+        return {LEDGER_LOW_PROPERTY: self.low, LEDGER_BATCHES_PROPERTY: ",".join(sorted(self.batches))}
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, str]) -> Ledger | None:
+        if LEDGER_BATCHES_PROPERTY not in summary:
+            return None
+        batches = summary[LEDGER_BATCHES_PROPERTY]
+        return cls(summary.get(LEDGER_LOW_PROPERTY, ""), frozenset(b for b in batches.split(",") if b))
+
+
+def ledger_snapshot(table: Table) -> Snapshot | None:
+    """The newest snapshot on main that carries the ledger (a compaction commit does not): maintenance
+    never expires it."""
+    for snapshot in history(table.metadata, main_snapshot(table)):
+        if snapshot.summary is not None and LEDGER_BATCHES_PROPERTY in snapshot.summary.additional_properties:
+            return snapshot
+    return None
+
+
+def ledger(table: Table, lost_ok: bool = False) -> Ledger:
+    """The batches ``table`` holds on main, from the newest commit that carries the ledger.
+
+    A table written before commits carried one has its whole history (nothing expired it): its ledger
+    is derived from the batch ids there. If history was expired and no ledger is left, raise instead
+    of answering "not there" and re-applying old batches -- unless ``lost_ok`` (a table recomputed by
+    every batch, where re-applying one changes no row), which then starts from what is left.
+    """
+    table.refresh()
+    snapshot = ledger_snapshot(table)
+    if snapshot is not None:
+        return Ledger.from_summary(snapshot.summary.additional_properties)
+    walked = list(history(table.metadata, main_snapshot(table)))
+    # Expiry clears the parent id of the oldest snapshot it keeps, so a cut history shows only in the
+    # sequence numbers: the table's first commit (always on main) has sequence number 1.
+    if walked and (walked[-1].sequence_number or 1) > 1 and not lost_ok:
+        raise LedgerLostError(
+            f"main of {'.'.join(table.name())} has no commit with a ledger and its history was expired "
+            f"(its oldest snapshot {walked[-1].snapshot_id} is not the table's first)"
+        )
+    return Ledger(batches=frozenset(b for s in walked if (b := _batch_of(s))))
+
+
+def is_published(table: Table, batch_id: str) -> bool:
+    """Is ``batch_id`` in ``table``'s main? The idempotency guard of every layer; needs only the head."""
+    return batch_id in ledger(table)
+
+
+def ledger_properties(
+    table: Table, batch_id: str, known_after_low: Callable[[str], Iterable[str]], lost_ok: bool = False
+) -> dict[str, str]:
+    """The summary entries of a commit that adds ``batch_id`` to main: the head's ledger plus the
+    batch. ``known_after_low(low)`` lists the batch ids that exist above ``low`` (the manifests)."""
+    current = ledger(table, lost_ok)
+    return current.with_batch(batch_id, known_after_low(current.low)).properties()
 
 
 def create_branch_from_main(table: Table, name: str) -> int:
@@ -382,10 +484,16 @@ def expire_history(table: Table, keep: int) -> list[int]:
 
 
 def abandon_branch(table: Table, branch: str, reason: str, retention_ms: int) -> None:
-    """Freeze a failed branch: it is never modified or published; record when it may be removed."""
+    """Freeze a failed branch: it is never modified or published; record when it may be removed.
+
+    The table property is what our maintenance reads; the ref's own ``max-ref-age-ms`` says the same
+    to Java/Spark maintenance (set after the last append to the branch, which would reset it).
+    """
     expires = int(time.time() * 1000) + retention_ms
     with table.transaction() as tx:
         tx.set_properties({f"{ABANDONED_PROPERTY_PREFIX}{branch}": f"{expires}|{reason[:200]}"})
+    head = table.metadata.refs[branch].snapshot_id
+    table.manage_snapshots().create_branch(head, branch, max_ref_age_ms=retention_ms).commit()
 
 
 def _unfinished_branches(table: Table) -> list[tuple[str, int]]:
@@ -401,7 +509,7 @@ def _unfinished_branches(table: Table) -> list[tuple[str, int]]:
         ):
             continue
         snapshot = table.metadata.snapshot_by_id(ref.snapshot_id)
-        batch = _RETRY_SUFFIX.sub("", name[len(BRANCH_PREFIX) :])
+        batch = batch_of_branch(name)
         written = snapshot.summary is not None and snapshot.summary.get(BATCH_ID_PROPERTY) == batch
         if not (written and ref.snapshot_id in on_main):
             found.append((name, snapshot.timestamp_ms))
@@ -409,11 +517,14 @@ def _unfinished_branches(table: Table) -> list[tuple[str, int]]:
 
 
 def remove_expired_branches(
-    table: Table, now_ms: int | None = None, unfinished_retention_ms: int | None = None
+    table: Table,
+    now_ms: int | None = None,
+    unfinished_retention_ms: int | None = None,
+    dry_run: bool = False,
 ) -> list[str]:
     """Remove abandoned branches whose recorded retention has passed (our own retention policy), and,
     with ``unfinished_retention_ms``, branches of runs that died mid-batch once that long has passed
-    since their last write (a retry never reuses them: it writes a new branch)."""
+    since their last write (a retry never reuses them: it writes a new branch). ``dry_run``: only name them."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     table.refresh()
     expired = []
@@ -431,8 +542,8 @@ def remove_expired_branches(
             for name, written in _unfinished_branches(table)
             if written + unfinished_retention_ms <= now_ms
         ]
-    if not expired and not unfinished:
-        return []
+    if dry_run or (not expired and not unfinished):
+        return [branch for _, branch in expired] + unfinished
     manage = table.manage_snapshots()
     for branch in [b for _, b in expired] + unfinished:
         if branch in table.metadata.refs:

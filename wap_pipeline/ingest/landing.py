@@ -124,7 +124,22 @@ def make_batch_id(created: datetime, sequence: int) -> str:
     return f"{created:%Y%m%dT%H%M%S}{created.microsecond // 1000:03d}Z-{sequence:03d}"
 
 
-def group_into_batches(objects: list[LandingObject], max_files: int, created: datetime) -> list[Manifest]:
+def _batch_time(batch_id: str) -> datetime | None:
+    try:
+        return datetime.strptime(batch_id[:18], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def group_into_batches(
+    objects: list[LandingObject], max_files: int, created: datetime, after: str = ""
+) -> list[Manifest]:
+    """Manifests of at most ``max_files`` objects each, with ids after ``after`` (the newest existing
+    batch id): a table's ledger assumes every batch id up to its watermark is known, so a new batch
+    never sorts before an existing one, even when this clock is behind the one that made it."""
+    previous = _batch_time(after) if after else None
+    if previous is not None and make_batch_id(created, 0) <= after:
+        created = previous + timedelta(milliseconds=1)
     return [
         Manifest(make_batch_id(created, number), tuple(objects[start : start + max_files]))
         for number, start in enumerate(range(0, len(objects), max_files))
@@ -222,12 +237,21 @@ def write_manifest(s3, bucket: str, manifests_prefix: str, manifest: Manifest) -
             ) from error
 
 
-def manifests_after(s3, bucket: str, manifests_prefix: str, last_batch_id: str) -> list[Manifest]:
+def batch_ids_after(s3, bucket: str, manifests_prefix: str, last_batch_id: str) -> list[str]:
+    """The ids of every batch after ``last_batch_id`` (all with ""), oldest first: one listing of the
+    manifests, none read. Batch ids sort as their manifest keys do."""
     start_after = manifest_key(manifests_prefix, last_batch_id) if last_batch_id else None
-    objects = list_objects(s3, bucket, manifests_prefix, start_after)
     return [
-        read_manifest(s3, bucket, manifests_prefix, o.key[len(manifests_prefix) : -len(".json")])
-        for o in objects
+        o.key[len(manifests_prefix) : -len(".json")]
+        for o in list_objects(s3, bucket, manifests_prefix, start_after)
+        if o.key.endswith(".json")
+    ]
+
+
+def manifests_after(s3, bucket: str, manifests_prefix: str, last_batch_id: str) -> list[Manifest]:
+    return [
+        read_manifest(s3, bucket, manifests_prefix, batch_id)
+        for batch_id in batch_ids_after(s3, bucket, manifests_prefix, last_batch_id)
     ]
 
 
@@ -253,7 +277,8 @@ def discover(
     claimed = {key for m in recovered for key in m.keys}
     listed = list_objects(s3, bucket, landing_prefix, listing_start_after(landing_prefix, cursor))
     fresh = select_new(listed, cursor, claimed)
-    created = group_into_batches(fresh, max_files, now)
+    newest = max([cursor.last_batch_id] + [m.batch_id for m in recovered])
+    created = group_into_batches(fresh, max_files, now, after=newest)
     for manifest in created:
         write_manifest(s3, bucket, manifests_prefix, manifest)
     manifests = recovered + created

@@ -85,7 +85,7 @@ def failed_batches(
 ) -> list[FailedBatch]:
     """Every failed, unpublished batch, oldest first, with the records to quarantine."""
     standardized.refresh()
-    published = set(wap.published_batches(standardized))
+    published = wap.ledger(standardized)
     errors = {
         batch: reason for batch, reason in _abandoned_batches(standardized).items() if batch not in published
     }

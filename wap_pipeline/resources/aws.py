@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 
 from wap_pipeline import aws
+from wap_pipeline.ingest.landing import batch_ids_after
 from wap_pipeline.provision import queue_url
 from wap_pipeline.settings import Settings
 
@@ -20,3 +21,11 @@ class AwsResource(ConfigurableResource):
 
     def queue_url(self, name: str | None = None) -> str:
         return queue_url(self.client("sqs"), name or self.settings().queue_name)
+
+    def batch_ids_after(self, last_batch_id: str) -> list[str]:
+        """Every batch (manifest) id after ``last_batch_id``, oldest first: what a table's ledger may
+        advance its watermark over (:meth:`wap.Ledger.with_batch`)."""
+        settings = self.settings()
+        return batch_ids_after(
+            self.client("s3"), settings.landing_bucket, settings.manifests_prefix, last_batch_id
+        )

@@ -62,3 +62,14 @@ def test_a_batch_reference_time_is_when_its_newest_file_landed_and_is_kept_in_th
     manifest = Manifest("b1", (obj("b", 30), obj("a", 90), obj("c", 60)))
     assert manifest.landed_at == T0 + timedelta(seconds=90)
     assert Manifest.from_json(manifest.to_json()).landed_at == manifest.landed_at
+
+
+def test_a_new_batch_never_sorts_before_an_existing_one_even_with_a_clock_behind():
+    existing = make_batch_id(T0, 7)
+    behind = T0 - timedelta(minutes=5)
+    batches = group_into_batches([obj("a", 0), obj("b", 1)], max_files=1, created=behind, after=existing)
+    assert [b.batch_id for b in batches] == sorted(b.batch_id for b in batches)
+    assert batches[0].batch_id > existing, "a ledger's watermark may already cover every id up to the newest"
+    assert group_into_batches([obj("a", 0)], 1, T0 + timedelta(hours=1), after=existing)[0].batch_id == (
+        make_batch_id(T0 + timedelta(hours=1), 0)
+    ), "a clock ahead is used as it is"

@@ -159,3 +159,56 @@ def test_a_batch_reference_time_is_read_from_raw_commit_or_else_the_commit_time(
     table.append(wap_cases.raw_batch("b2", 1))  # a commit from before the landing time was recorded
     committed = table.current_snapshot()
     assert wap.landed_at(committed) == datetime.fromtimestamp(committed.timestamp_ms / 1000, tz=UTC)
+
+
+def test_the_ledger_advances_its_watermark_over_the_known_batches_it_holds():
+    known = ["b1", "b2", "b3", "b4"]
+    ledger = wap.Ledger().with_batch("b2", known)
+    assert (ledger.low, ledger.batches) == ("", {"b2"}), "b1 is not held: no watermark yet"
+    ledger = ledger.with_batch("b1", known)
+    assert (ledger.low, ledger.batches) == ("b2", frozenset())
+    ledger = ledger.with_batch("b4", known[2:])
+    assert (ledger.low, ledger.batches) == ("b2", {"b4"})
+    assert "b1" in ledger and "b2" in ledger and "b4" in ledger and "b3" not in ledger
+    assert "b5" not in ledger.with_batch("b6", known), "an id nobody listed is never assumed"
+    assert wap.Ledger.from_summary(ledger.properties()) == ledger
+
+
+def _remove_audit_branches(table) -> None:
+    for name in [n for n in table.metadata.refs if n != wap.MAIN]:
+        table.manage_snapshots().remove_branch(name).commit()
+
+
+def _expire_all_but_the_heads(table) -> None:
+    table.refresh()
+    heads = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    table.maintenance.expire_snapshots().by_ids(
+        [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id not in heads]
+    ).commit()
+    table.refresh()
+
+
+def test_a_table_without_a_ledger_derives_it_from_history_and_refuses_once_history_is_gone(catalog):
+    table = ensure_tables(catalog)["raw"]
+    for batch in ("b1", "b2", "b3"):
+        wap_cases.publish(table, batch, 2)  # commits of a version that carried no ledger
+    assert wap.ledger(table) == wap.Ledger(batches=frozenset({"b1", "b2", "b3"}))
+    _remove_audit_branches(table)
+    _expire_all_but_the_heads(table)
+    with pytest.raises(wap.LedgerLostError):
+        wap.is_published(table, "b1")
+    assert "b1" not in wap.ledger(table, lost_ok=True), "lost_ok starts from what is left"
+
+
+def test_expiring_every_snapshot_but_the_head_changes_no_decision(catalog):
+    table = ensure_tables(catalog)["raw"]
+    known = ["b1", "b2", "b3", "b4", "b5"]  # b4 exists but failed: the watermark stops below it
+    for batch in ("b1", "b2", "b3", "b5"):
+        wap_cases.publish(table, batch, 2, known)
+    assert wap.ledger(table) == wap.Ledger("b3", frozenset({"b5"}))
+    before = {batch: wap.is_published(table, batch) for batch in ["b0", *known, "b6"]}
+    assert before == {"b0": True, "b1": True, "b2": True, "b3": True, "b5": True, "b4": False, "b6": False}
+    _remove_audit_branches(table)
+    _expire_all_but_the_heads(table)
+    assert len(table.metadata.snapshots) == 1
+    assert {batch: wap.is_published(table, batch) for batch in before} == before
