@@ -28,7 +28,7 @@ from wap_pipeline.resources import AwsResource, IcebergCatalogResource
 
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"
-MAINTENANCE_JOB = "maintain_tables"
+MAINTENANCE_JOB = "table_maintenance"
 OPERATIONS_JOB = "observe_operations"
 WRITER_TAG = "wap/writer"
 

@@ -275,7 +275,7 @@ def maintain(older_than: str, dry_run: bool, as_json: bool, reason: str) -> None
 
     Safe while the pipeline runs: no decision reads history (each table's head carries its ledger), and
     the commits of batches a later step has not taken yet are kept whatever their age. Orphan files
-    younger than an hour are never deleted. Also the daily `maintain_tables` Dagster schedule.
+    younger than an hour are never deleted. Also the daily `daily_table_maintenance` Dagster schedule.
     """
     from datetime import datetime
 
