@@ -47,6 +47,9 @@ DEFINITIONS_MODULE = "wap_pipeline.definitions"
 SINGLETON_REPOSITORY = "__repository__"
 _CURSOR_KEY = "wap_pipeline/sensor_cursor/{}"
 PARTITION_TAG = "dagster/partition"
+# The tags the sensor daemon puts on a run it launched for a run request (its run-key dedup reads them).
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
 # Which process executes a headless run ("<host>:<pid>:<run id>"): lets a later redrive recognise
 # runs whose process died. The run id makes an inherited tag (UI re-executions copy the parent's
 # tags) harmless: it only counts on the run it names.
@@ -277,6 +280,11 @@ def _evaluate(instance: DagsterInstance, sensor_def: SensorDefinition):
     return key, data
 
 
+def _run_key_used(instance: DagsterInstance, sensor_def: SensorDefinition, run_key: str) -> bool:
+    tags = {RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: sensor_def.name}
+    return instance.get_runs_count(RunsFilter(tags=tags)) > 0
+
+
 def run_sensor_once(
     instance: DagsterInstance,
     sensor_def: SensorDefinition,
@@ -291,10 +299,14 @@ def run_sensor_once(
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     launched = 0
     for request in data.run_requests or []:
+        if request.run_key and _run_key_used(instance, sensor_def, request.run_key):
+            continue  # as the daemon does: one run per run key and sensor
         tags = dict(request.tags)
         if request.partition_key:
             tags[PARTITION_TAG] = request.partition_key
         job_name = request.job_name or sensor_def.job_name
+        if request.run_key:
+            tags.update({RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_def.name})
         outcome = launch_run(instance, job_name, tags, log_level)
         report.runs.append(outcome)
         launched += 1

@@ -12,11 +12,12 @@ from dagster import (
     sensor,
 )
 
+from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.landing import LandingCursor, discover
 from wap_pipeline.jobs import INGEST_JOB, ingest_job, pipeline_job
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import AwsResource
+from wap_pipeline.resources import AwsResource, IcebergCatalogResource
 
 _ACTIVE = [
     DagsterRunStatus.QUEUED,
@@ -49,9 +50,13 @@ def sqs_sensor(context: SensorEvaluationContext, aws: AwsResource):
     job=pipeline_job,
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Groups newly landed Firehose files into batches: one partition and one run per batch.",
+    description=(
+        "Groups newly landed Firehose files into batches: one partition and one run per batch. Manifests are "
+        "the truth: one left by a tick that died, or every one after a lost Dagster instance, is registered "
+        "and requested again (the run key dedups) unless the batch is through the last layer."
+    ),
 )
-def landing_sensor(context: SensorEvaluationContext, aws: AwsResource):
+def landing_sensor(context: SensorEvaluationContext, aws: AwsResource, catalog: IcebergCatalogResource):
     settings = aws.settings()
     cursor = LandingCursor.from_json(context.cursor)
     try:
@@ -65,13 +70,12 @@ def landing_sensor(context: SensorEvaluationContext, aws: AwsResource):
         )
     except (BotoCoreError, ClientError) as error:
         return SkipReason(f"landing bucket unreachable, will retry: {error}")
-    new = [
-        m.batch_id
-        for m in discovery.manifests
-        if not context.instance.has_dynamic_partition(landing_batches.name, m.batch_id)
-    ]
+    batches = [m.batch_id for m in discovery.manifests]
+    new = [b for b in batches if not context.instance.has_dynamic_partition(landing_batches.name, b)]
+    # A batch in the last layer's ledger is through every step: a re-run would change nothing.
+    through = wap.ledger(catalog.tables()["daily_totals"], lost_ok=True) if batches else wap.Ledger()
     return SensorResult(
-        run_requests=[RunRequest(partition_key=batch_id, run_key=batch_id) for batch_id in new],
+        run_requests=[RunRequest(partition_key=b, run_key=b) for b in batches if b not in through],
         dynamic_partitions_requests=[landing_batches.build_add_request(new)] if new else [],
         cursor=discovery.cursor.to_json(),
     )
