@@ -38,6 +38,11 @@ def _configured() -> dict[str, str]:
     return pairs
 
 
+def reset() -> None:
+    """Forget which points fired: a long-lived process (a chaos worker) runs one scenario after another."""
+    _fired.clear()
+
+
 def fault_point(name: str) -> None:
     action = _configured().get(name)
     if action is None:

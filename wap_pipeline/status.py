@@ -1,7 +1,9 @@
 """What a user asks about first: where every message is, overall and per batch, and whether the
 accounting identity holds.
 
-Per batch (from the snapshot summaries each layer commits, and the batch's latest audit branch):
+Per batch (from the snapshot summaries each layer commits, and the batch's latest audit branch; a
+batch whose later commits were expired by maintenance is listed as such -- its identity was checked
+when it was committed, by the blocking checks):
 
     landed (raw rows) = quarantined (masked) + published to standardized       once published
     published         = inserted + superseded + skipped as duplicates          once curated
@@ -46,9 +48,12 @@ class BatchAccount:
     inserted: int | None = None
     superseded: int | None = None
     skipped: int | None = None
+    history_expired: bool = False
 
     @property
     def state(self) -> str:
+        if self.history_expired:
+            return "curated (commits expired)"
         if self.inserted is not None:
             return "curated"
         if self.published is not None:
@@ -60,6 +65,8 @@ class BatchAccount:
     @property
     def identity_holds(self) -> bool:
         """Every row of the batch is accounted for at each layer it has reached."""
+        if self.history_expired:
+            return True  # the per-batch counts are gone; the overall identity still holds or not
         if self.published is None:
             return False
         if self.landed != (self.quarantined or 0) + self.published:
@@ -164,6 +171,10 @@ def batch_accounts(tables: dict[str, Table]) -> list[BatchAccount]:
                 ]
                 account.invalid = int(pc.sum(pc.cast(flags, "int64")).as_py() or 0)
         merged = wap.batch_snapshots(curated, batch_id)
+        if (published is None or not merged) and all(
+            wap.is_published(t, batch_id) for t in (standardized, curated)
+        ):
+            account.history_expired = True
         if merged:
             last = merged[-1]
             account.inserted = _summary_int(last, wap.CURATED_INSERTED)

@@ -34,6 +34,7 @@ from pyiceberg.table import Table
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
+from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import top_level_columns
@@ -151,6 +152,7 @@ def curated_events(
             **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
         }
         io.commit_merge(table, plan, window, properties)  # deletes + inserts, one atomic step on main
+        fault_point("curated.after_commit")
         compacted = io.compact_days(table, touched, Settings.from_env().curated_compact_min_files)
         if compacted.days:
             context.log.info(

@@ -162,6 +162,7 @@ def standardized_events(
                     wap.BATCH_ID_PROPERTY: batch_id,
                     wap.BOOKMARK_PROPERTY: bookmark,
                     wap.QUARANTINED_ROWS_PROPERTY: str(skipped),
+                    wap.AUDIT_BRANCH_PROPERTY: branch,
                     **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
                 },
             )

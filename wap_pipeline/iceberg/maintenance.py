@@ -54,10 +54,18 @@ def expirable_snapshots(table: Table, cutoff_ms: int) -> list[int]:
     ]
 
 
-def expire_snapshots(table: Table, cutoff_ms: int, dry_run: bool = False) -> list[int]:
-    """Expire :func:`expirable_snapshots` in one commit (metadata only: files go with orphan removal)."""
+def expire_snapshots(table: Table, cutoff_ms: int, dry_run: bool = False, lost_ok: bool = False) -> list[int]:
+    """Expire :func:`expirable_snapshots` in one commit (metadata only: files go with orphan removal).
+
+    A table whose main carries no ledger yet (written before commits carried one, or only by other
+    writers) first gets one, derived from its whole history, in an empty commit: expiry would
+    otherwise take away what its ledger is derived from.
+    """
     expired = expirable_snapshots(table, cutoff_ms)
     if expired and not dry_run:
+        if wap.ledger_snapshot(table) is None:
+            wap.record_ledger(table, lost_ok)
+            expired = expirable_snapshots(table, cutoff_ms)
         table.maintenance.expire_snapshots().by_ids(expired).commit()
     return expired
 
@@ -87,15 +95,18 @@ def remove_branches(table: Table, names: list[str]) -> None:
 
 
 def _referenced_files(table: Table) -> set[str]:
-    """Every file a retained snapshot or the metadata log points at, as a location."""
+    """Every file a retained snapshot or the metadata log points at, as a location: manifest lists,
+    manifests, and the live data and delete files of each manifest."""
     table.refresh()
-    metadata = table.metadata
-    files = set(table.inspect.all_files()["file_path"].to_pylist()) if metadata.snapshots else set()
-    if metadata.snapshots:
-        files |= set(table.inspect.all_manifests()["path"].to_pylist())
-    files |= {s.manifest_list for s in metadata.snapshots if s.manifest_list}
-    files |= {entry.metadata_file for entry in metadata.metadata_log}
-    files.add(table.metadata_location)
+    metadata, io = table.metadata, table.io
+    files = {entry.metadata_file for entry in metadata.metadata_log} | {table.metadata_location}
+    manifests = {}
+    for snapshot in metadata.snapshots:
+        files.add(snapshot.manifest_list)
+        manifests.update((m.manifest_path, m) for m in snapshot.manifests(io))
+    files |= set(manifests)
+    for manifest in manifests.values():
+        files |= {entry.data_file.file_path for entry in manifest.fetch_manifest_entry(io)}
     return files
 
 

@@ -43,6 +43,9 @@ BOOKMARK_PROPERTY = "ingest.bookmark"
 # When the batch's newest landing file landed (ISO-8601, from its manifest), in raw's commit of the
 # batch: the audit's time reference, so that re-auditing the batch later gives the same verdict.
 LANDED_AT_PROPERTY = "ingest.landed-at"
+# The audit branch a standardized commit was written to (and main fast-forwarded from): lineage that
+# survives the branch's removal by maintenance.
+AUDIT_BRANCH_PROPERTY = "wap.audit-branch"
 # Rows of the batch masked by the quarantine filter (for the accounting in `wap-pipeline status`).
 QUARANTINED_ROWS_PROPERTY = "wap.quarantined-rows"
 # A curated commit's accounting: standardized rows of the batch = inserted + superseded + skipped.
@@ -203,6 +206,14 @@ def ledger(table: Table, lost_ok: bool = False) -> Ledger:
             f"(its oldest snapshot {walked[-1].snapshot_id} is not the table's first)"
         )
     return Ledger(batches=frozenset(b for s in walked if (b := _batch_of(s))))
+
+
+def record_ledger(table: Table, lost_ok: bool = False) -> Snapshot:
+    """Commit the table's ledger, as derived now, in an empty commit (before history is expired from a
+    table whose main carries none)."""
+    derived = ledger(table, lost_ok)
+    table.append(table.schema().as_arrow().empty_table(), snapshot_properties=derived.properties())
+    return main_snapshot(table)
 
 
 def is_published(table: Table, batch_id: str) -> bool:

@@ -96,7 +96,9 @@ def maintain(
             )
             if hold is not None and hold[1] <= cutoff:
                 done.held_by, cutoff = hold[0], hold[1]
-        done.snapshots_expired = maintenance.expire_snapshots(table, cutoff, dry_run)
+        done.snapshots_expired = maintenance.expire_snapshots(
+            table, cutoff, dry_run, lost_ok=layer == "daily_totals"
+        )
         orphans = maintenance.delete_orphan_files(table, orphan_cutoff_ms, dry_run)
         done.orphan_files = [location for location, _ in orphans]
         done.orphan_bytes = sum(size for _, size in orphans)

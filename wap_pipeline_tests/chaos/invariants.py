@@ -5,10 +5,14 @@
 2. no idempotency_key twice in curated;
 3. no record both published and quarantined (a replay superseding its quarantined original is the
    designed path, not a violation);
-4. main's bookmark is that of the last published batch, and every batch is published;
+4. every batch (manifest) is registered and in every layer's ledger; main's bookmark is that of the last
+   published batch;
 5. no published batch lacks a passed audit: a passed `audit` check evaluation for the very branch
-   main was fast-forwarded to;
+   main was fast-forwarded to (where the commit and the instance's check results still exist);
 6. branches that were not published (abandoned, or unfinished after a crash) are never ancestors of main;
+7. precedence: a correction (a later event_timestamp for the same idempotency_key) is the copy curated
+   keeps, whichever batch each copy landed in;
+8. curated/daily_totals equals a recomputation from curated;
 plus `wap-pipeline status --json`'s own identity (landed = quarantined + published = inserted +
 superseded + skipped per batch; sent = curated + quarantine + DLQ overall).
 """
@@ -23,7 +27,9 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from wap_pipeline import aws
 from wap_pipeline.iceberg import wap
+from wap_pipeline.ingest.landing import batch_ids_after
 from wap_pipeline.provision import queue_url
+from wap_pipeline.rules.curated import EVENT_TIME, daily_totals
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests.chaos.plan import Plan
 
@@ -33,7 +39,9 @@ def _ids(evaluation_metadata, key: str):
     return getattr(value, "value", value)
 
 
-def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> list[str]:
+def check_invariants(
+    settings: Settings, plan: Plan, status: dict | None, published_before_loss: set[str] = frozenset()
+) -> list[str]:
     from dagster import DagsterInstance
 
     from wap_pipeline_tests.integration.helpers import check_evaluations, dlq_messages, quarantine, tables
@@ -49,7 +57,7 @@ def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> lis
     replayed: set[str] = set()
     forbidden_in_curated: set[str] = set()
     for m in messages:
-        if m.kind in ("good", "duplicate", "schema:new_field"):
+        if m.kind in ("good", "duplicate", "correction", "schema:new_field"):
             expected_curated.add(m.event["idempotency_key"])
         elif m.kind.startswith(("cde:", "schema:wrong_type")):
             expected_quarantined.add(m.event["event_id"])
@@ -59,8 +67,19 @@ def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> lis
             elif m.event.get("idempotency_key"):
                 forbidden_in_curated.add(m.event["idempotency_key"])
 
-    rows = curated.scan(selected_fields=("idempotency_key", "event_id", "is_replay")).to_arrow()
+    rows = curated.scan(
+        selected_fields=("idempotency_key", "event_id", "is_replay", "amount_minor")
+    ).to_arrow()
     counts = Counter(rows["idempotency_key"].to_pylist())
+    kept = {r["idempotency_key"]: r for r in rows.to_pylist()}
+    for m in messages:
+        if m.kind == "correction":
+            row = kept.get(m.event["idempotency_key"])
+            if row is None or (row["event_id"], row["amount_minor"]) != (
+                m.event["event_id"],
+                m.event["amount_minor"],
+            ):
+                problems.append(f"curated kept {row} for {m.event['idempotency_key']}, not its correction")
     twice = {k: c for k, c in counts.items() if c > 1}
     if twice:
         problems.append(f"idempotency_key(s) more than once in curated: {dict(list(twice.items())[:5])}")
@@ -115,22 +134,31 @@ def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> lis
         problems.append(f"ingest queue not empty: {attributes}")
 
     # --- batches, bookmark, audits, branches --------------------------------------------------------
+    # Manifests are the truth about batches; the instance registers them all again after a loss.
+    known = batch_ids_after(
+        aws.client("s3", settings), settings.landing_bucket, settings.manifests_prefix, ""
+    )
     with DagsterInstance.get() as instance:
-        known = sorted(instance.get_dynamic_partitions("landing_batches"))
-    published = wap.published_batches(standardized)
-    if sorted(published) != known:
-        problems.append(f"published batches {published} != registered batches {known}")
-    merged = wap.published_batches(curated)
-    if sorted(merged) != known:
-        problems.append(f"curated batches {merged} != registered batches {known}")
+        registered = sorted(instance.get_dynamic_partitions("landing_batches"))
+    if registered != known:
+        problems.append(f"registered batches {registered} != manifests {known}")
+    for layer in ("raw", "standardized", "curated", "daily_totals"):
+        ledger = wap.ledger(t[layer])
+        absent = [b for b in known if b not in ledger]
+        if absent:
+            problems.append(f"batches {absent} are not in {layer}'s ledger")
+    published = wap.published_batches(standardized)  # those whose commits maintenance left
+    if len(published) != len(set(published)):
+        problems.append(f"a batch published twice in standardized: {published}")
     mark = wap.bookmark(standardized)
     if published and (mark is None or mark["batch_id"] != published[-1]):
         problems.append(f"bookmark {mark} is not the last published batch {published[-1]}")
-    if published and mark is not None:
-        raw_snapshot = wap.published_snapshot(t["raw"], mark["batch_id"])
-        raw_mark = raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY) if raw_snapshot else None
-        if raw_mark != mark["bookmark"]:
-            problems.append(f"bookmark {mark['bookmark']!r} differs from the batch's own {raw_mark!r}")
+    raw_snapshot = wap.published_snapshot(t["raw"], mark["batch_id"]) if published and mark else None
+    if raw_snapshot is not None and raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY) != mark["bookmark"]:
+        problems.append(
+            f"bookmark {mark['bookmark']!r} differs from the batch's own "
+            f"{raw_snapshot.summary.get(wap.BOOKMARK_PROPERTY)!r}"
+        )
 
     passed_branches: dict[str, set[str]] = {}
     for evaluation in check_evaluations(["standardized", "events"], "audit"):
@@ -142,12 +170,20 @@ def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> lis
     head = standardized.current_snapshot()
     ancestry = {s.snapshot_id for s in ancestors_of(head, metadata)} if head else set()
     for batch in published:
+        if batch in published_before_loss:
+            continue  # its check results were lost with the instance
         snapshot = wap.published_snapshot(standardized, batch)
-        branches = [
-            b
-            for b in wap.branches_of_batch(standardized, batch)
-            if metadata.refs[b].snapshot_id == snapshot.snapshot_id
-        ]
+        # The commit names its branch (maintenance may have removed the branch itself since).
+        recorded = snapshot.summary.get(wap.AUDIT_BRANCH_PROPERTY)
+        branches = (
+            [recorded]
+            if recorded
+            else [
+                b
+                for b in wap.branches_of_batch(standardized, batch)
+                if metadata.refs[b].snapshot_id == snapshot.snapshot_id
+            ]
+        )
         if not branches:
             problems.append(f"batch {batch} was published from no audit branch")
         elif not set(branches) & passed_branches.get(batch, set()):
@@ -169,6 +205,18 @@ def check_invariants(settings: Settings, plan: Plan, status: dict | None) -> lis
             branch = key[len(wap.ABANDONED_PROPERTY_PREFIX) :]
             if branch in metadata.refs and metadata.refs[branch].snapshot_id in ancestry:
                 problems.append(f"abandoned branch {branch} is an ancestor of main")
+
+    # --- daily totals ----------------------------------------------------------------------------------
+    totals = t["daily_totals"].scan().to_arrow()
+    recomputed = daily_totals(
+        curated.scan(selected_fields=(EVENT_TIME, "event_type", "currency", "amount_minor")).to_arrow()
+    )
+    order = [("event_date", "ascending"), ("event_type", "ascending"), ("currency", "ascending")]
+    if totals.sort_by(order).to_pylist() != recomputed.sort_by(order).to_pylist():
+        problems.append(
+            f"daily_totals ({totals.num_rows} rows) differs from a recomputation from curated "
+            f"({recomputed.num_rows} rows)"
+        )
 
     # --- the status report's own accounting ------------------------------------------------------------
     if status is None:

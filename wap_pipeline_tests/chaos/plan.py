@@ -27,6 +27,11 @@ KILL_POINTS = (
     "curated.before_commit",
 )
 
+# Where a commit can succeed and its response be lost (`raise` right after it: the step fails and its
+# retry must find the batch already there), and the tables a foreign writer commits to meanwhile.
+LOST_RESPONSE_POINTS = ("raw.after_append", "standardized.after_publish", "curated.after_commit")
+CONFLICTING_TABLES = ("raw", "standardized", "curated")
+
 
 def _future(event: dict) -> None:
     """Stamped three days after the event was made (so after its batch lands), whatever the clock."""
@@ -58,7 +63,7 @@ SCHEMA_BREAKS = ("new_field", "wrong_type")
 class Message:
     """One logical message and where it must end after recovery."""
 
-    kind: str  # good | duplicate | malformed | cde:<rule> | schema:new_field | schema:wrong_type
+    kind: str  # good | duplicate | correction | malformed | cde:<rule> | schema:new_field | schema:wrong_type
     body: str
     event: dict | None = None  # the event as sent (None for malformed bodies)
     fixed: dict | None = None  # the corrected event re-injected as a replay, if any
@@ -74,6 +79,14 @@ class Plan:
     error_rate: float
     partial_put_rate: float
     blackout: tuple[float, float, str] | None  # (after seconds, for seconds, mode)
+    # `wap-pipeline maintain --older-than 0s` (expire every snapshot it may) at this point, if any.
+    maintain_at: str | None = None
+    # DAGSTER_HOME deleted after the faulted run (sensor cursors, partitions, runs, check results lost).
+    lose_instance: bool = False
+    # A commit whose response is lost after it succeeded (a fault point that raises right after it).
+    lost_response: str | None = None
+    # Another writer commits to the tables while the pipeline runs (catalog conflicts).
+    conflicting_writer: bool = False
     notes: list[str] = field(default_factory=list)
 
     def all_messages(self) -> list[Message]:
@@ -91,6 +104,14 @@ class Plan:
         if self.blackout:
             after, seconds, mode = self.blackout
             faults.append(f"blackout {seconds:.1f}s ({mode}) after {after:.1f}s")
+        if self.lost_response:
+            faults.append(f"response lost after {self.lost_response}")
+        if self.conflicting_writer:
+            faults.append("conflicting writer")
+        if self.lose_instance:
+            faults.append("lost DAGSTER_HOME")
+        if self.maintain_at:
+            faults.append(f"maintain --older-than 0s {self.maintain_at}")
         later = f"; second wave {len(self.later)}" if self.later else ""
         return f"[{mix}; replays {replays}{later}] {'; '.join(faults)}"
 
@@ -131,6 +152,10 @@ def make_plan(seed: int) -> Plan:
             event["amount_minor"] = f"{event['amount_minor'] / 100:.2f}"  # a string where a long belongs
             fixed = fixed if rng.random() < 0.5 else None
         first.append(Message(f"schema:{kind}", _body(event), event, fixed, name))
+    # Corrections: a later version of an event (same idempotency_key, a new event_id, a later
+    # event_timestamp, another amount) -- curated must keep it, whichever batch each copy lands in.
+    for original in rng.sample([m for m in first if m.kind == "good"], k=rng.choice((0, 0, 1, 2))):
+        first.append(Message("correction", *_correction(original.event, next(events))))
     rng.shuffle(first)
 
     later: list[Message] = []
@@ -158,4 +183,31 @@ def make_plan(seed: int) -> Plan:
             round(rng.uniform(1.0, 3.0), 1),
             rng.choice(("reset", "503")),
         )
-    return Plan(seed, first, later, kill_point, error_rate, partial, blackout)
+    maintain_at = rng.choice(("before_recovery", "after_recovery")) if rng.random() < 0.3 else None
+    lose_instance = rng.random() < 0.15
+    lost_response = rng.choice(LOST_RESPONSE_POINTS) if rng.random() < 0.25 else None
+    conflicting_writer = rng.random() < 0.25
+    return Plan(
+        seed,
+        first,
+        later,
+        kill_point,
+        error_rate,
+        partial,
+        blackout,
+        maintain_at,
+        lose_instance,
+        lost_response,
+        conflicting_writer,
+    )
+
+
+def _correction(event: dict, fresh: dict) -> tuple[str, dict]:
+    made = datetime.fromisoformat(event["event_timestamp"])
+    corrected = {
+        **event,
+        "event_id": fresh["event_id"],
+        "event_timestamp": (made + timedelta(minutes=1)).isoformat().replace("+00:00", "Z"),
+        "amount_minor": event["amount_minor"] + 1,
+    }
+    return _body(corrected), corrected

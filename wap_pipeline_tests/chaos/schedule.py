@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -25,15 +27,17 @@ from pathlib import Path
 import orjson
 from click.testing import CliRunner
 
-from wap_pipeline import aws, local_stack
+from wap_pipeline import aws, faults, local_stack
 from wap_pipeline.cli.main import cli as wap_cli
 from wap_pipeline.cli.patcher import cli as patcher_cli
+from wap_pipeline.iceberg import wap
+from wap_pipeline.ingest.landing import batch_ids_after
 from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import provision, queue_url
 from wap_pipeline.settings import Settings
 from wap_pipeline.state import record_sent, repository_root
 from wap_pipeline_tests.chaos.invariants import check_invariants
-from wap_pipeline_tests.chaos.plan import Message, Plan
+from wap_pipeline_tests.chaos.plan import CONFLICTING_TABLES, Message, Plan
 from wap_pipeline_tests.fault_proxy import FaultPlan, FaultProxy
 
 # The environment every schedule runs with (besides its own state directory and endpoints).
@@ -69,6 +73,8 @@ class Outcome:
     transcript: list[str] = field(default_factory=list)
     seconds: float = 0.0
     killed: bool | None = None
+    # Batches standardized had published when DAGSTER_HOME was lost (their check results went with it).
+    published_before_loss: set[str] = field(default_factory=set)
 
     @property
     def passed(self) -> bool:
@@ -128,7 +134,38 @@ def _send(settings: Settings, messages: list[Message], replay: bool = False) -> 
         record_sent(settings, len(messages), kind="replay")
         return
     send_bodies(sqs, url, [m.body for m in messages])
-    record_sent(settings, sum(1 for m in messages if m.kind != "duplicate"))
+    # A duplicate delivery and a correction (a new version of an event) add no message to account for.
+    record_sent(settings, sum(1 for m in messages if m.kind not in ("duplicate", "correction")))
+
+
+def _faults(plan: Plan, with_kill: bool) -> str:
+    """WAP_FAULTS for the faulted run: the kill -9, and a commit whose response is lost (raise once)."""
+    faults = {plan.lost_response: "raise"} if plan.lost_response else {}
+    if with_kill and plan.kill_point:
+        faults[plan.kill_point] = "kill"
+    return ",".join(f"{point}={action}" for point, action in faults.items())
+
+
+class ConflictingWriter(threading.Thread):
+    """Another writer (a compaction job, a backfill) committing to the tables now and then: each of our
+    commits it overtakes fails its compare-and-swap, and the step re-plans on the new head."""
+
+    def __init__(self, settings: Settings, seed: int):
+        super().__init__(daemon=True)
+        self.settings, self.rng, self.stop, self.commits = settings, random.Random(seed), threading.Event(), 0
+
+    def run(self) -> None:
+        from wap_pipeline_tests.integration.helpers import tables
+
+        while not self.stop.wait(self.rng.uniform(0.5, 2.0)):
+            table = tables(self.settings)[self.rng.choice(CONFLICTING_TABLES)]
+            try:
+                table.append(
+                    table.schema().as_arrow().empty_table(), snapshot_properties={"chaos.other-writer": "1"}
+                )
+                self.commits += 1
+            except Exception:  # lost the race to one of ours: that is the point
+                continue
 
 
 def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
@@ -137,7 +174,7 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
     The child is a fork of this worker (everything is imported already, which saves seconds per
     schedule) running the CLI's own `run --until-idle`; the fault SIGKILLs it, as `kill -9` would.
     """
-    command = f"WAP_FAULTS={plan.kill_point}=kill wap-pipeline run --until-idle"
+    command = f"WAP_FAULTS={_faults(plan, with_kill=True)} wap-pipeline run --until-idle"
     started = time.monotonic()
     log_path = state / "killed-run.log"
     sys.stdout.flush()
@@ -151,7 +188,7 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
             descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(descriptor, 1)
             os.dup2(descriptor, 2)
-            os.environ["WAP_FAULTS"] = f"{plan.kill_point}=kill"
+            os.environ["WAP_FAULTS"] = _faults(plan, with_kill=True)
             try:
                 wap_cli.main(["run", "--until-idle", "--timeout", "240"], standalone_mode=False)
                 code = 0
@@ -174,6 +211,41 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     transcript.append(f"$ {command}  -> exit {code} ({time.monotonic() - started:.1f}s)")
     return killed
+
+
+def _lose_instance(settings: Settings, home: Path) -> set[str]:
+    """Delete DAGSTER_HOME (cursors, partitions, runs, check results) and seed a new, empty one, as
+    after losing the instance's storage. Returns the batches standardized had published by then."""
+    from wap_pipeline_tests.integration.helpers import tables
+
+    published = set(wap.published_batches(tables(settings)["standardized"]))
+    config = (home / "dagster.yaml").read_text()
+    shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(config)
+    return published
+
+
+def _rerun_everything_changes_nothing(operator: Operator, settings: Settings) -> list[str]:
+    from wap_pipeline_tests.integration.helpers import tables
+
+    before = {name: t.current_snapshot() for name, t in tables(settings).items()}
+    batches = batch_ids_after(
+        aws.client("s3", settings), settings.landing_bucket, settings.manifests_prefix, ""
+    )
+    if not batches:
+        return []
+    code, _ = operator.wap(
+        "rerun", *[arg for b in batches for arg in ("--partition", b)], "--reason", "chaos"
+    )
+    after = {name: t.current_snapshot() for name, t in tables(settings).items()}
+    changed = [
+        name
+        for name in before
+        if (before[name] and before[name].snapshot_id) != (after[name] and after[name].snapshot_id)
+    ]
+    problems = [f"rerun of every batch after maintenance exited {code}"] if code else []
+    return problems + ([f"rerun of published batches changed {changed}"] if changed else [])
 
 
 def _latest_failed_audit(batch_id: str):
@@ -279,15 +351,29 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
                 timer = threading.Timer(after, proxy.plan.blackout, args=(seconds, mode))
                 timer.daemon = True
                 timer.start()
+            writer = ConflictingWriter(settings, plan.seed) if plan.conflicting_writer else None
+            if writer is not None:
+                writer.start()
+            faults.reset()
             if plan.kill_point:
                 outcome.killed = _kill_run(plan, state, outcome.transcript)
             else:
+                os.environ["WAP_FAULTS"] = _faults(plan, with_kill=False)
                 operator.wap("run", "--until-idle", "--timeout", "240")
+                os.environ.pop("WAP_FAULTS", None)
+            if writer is not None:
+                writer.stop.set()
+                writer.join()
+                outcome.transcript.append(f"conflicting writer: {writer.commits} commit(s)")
             if timer is not None:
                 timer.join()
                 while proxy.plan.in_blackout():
                     time.sleep(0.1)
             _send(settings, plan.later)  # a later wave arrives whatever state the pipeline is in
+            if plan.lose_instance:
+                outcome.published_before_loss = _lose_instance(settings, home)
+            if plan.maintain_at == "before_recovery":
+                operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")
 
             # Faults off ("AWS recovered"); the operator recovers with documented commands only.
             proxy.plan.error_rate = proxy.plan.partial_put_rate = 0.0
@@ -296,9 +382,13 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
             if replays and not outcome.violations:
                 _send(settings, replays, replay=True)  # fixed copies, re-injected with is_replay=true
                 outcome.violations += recover(operator, settings)
+            if plan.maintain_at == "after_recovery" and not outcome.violations:
+                operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")
+                # Every batch again, as an operator re-running old partitions would: nothing may change.
+                outcome.violations += _rerun_everything_changes_nothing(operator, settings)
             code, output = operator.wap("status", "--json")
             status = json.loads(output) if output.strip().startswith("{") else None
-            outcome.violations += check_invariants(settings, plan, status)
+            outcome.violations += check_invariants(settings, plan, status, outcome.published_before_loss)
             outcome.transcript.append(
                 f"proxy: {proxy.stats.errors_injected} errors, {proxy.stats.partial_puts} partial puts "
                 f"({proxy.stats.records_refused} records refused), {proxy.stats.blacked_out} blacked out"
