@@ -21,6 +21,7 @@ from wap_pipeline.assets.operations import BREAKER_KEY, DLQ_KEY, QUARANTINE_KEY
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
+from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
 from wap_pipeline.operations.actions import Operator
 from wap_pipeline.operations.maintenance import maintain
 from wap_pipeline.partitions import landing_batches
@@ -50,6 +51,7 @@ def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> No
             max_messages=settings.ingest_max_messages_per_run,
             wait_s=settings.receive_wait_s,
             limits=settings.payload_limits,
+            breaker=forwarder_breaker(aws.client("dynamodb"), settings),
         )
     except PartialFailureError as error:
         raise Failure(str(error), allow_retries=True) from error
@@ -59,9 +61,14 @@ def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> No
             f"{settings.max_receive_count}): {rejection.reason} -- left on the queue; SQS moves it to the DLQ "
             "after the last receive"
         )
+    if stats.paused:
+        context.log.warning(
+            f"forwarder paused, Firehose unavailable ({stats.paused[:300]}): {stats.released} message(s) given "
+            "back to the queue; receiving resumes when a probe finds Firehose back (no receive is spent)"
+        )
     context.log.info(
         f"received {stats.received}, forwarded {stats.forwarded}, deleted {stats.deleted}, "
-        f"rejected {stats.rejected} (left for the DLQ), resent {stats.resent}"
+        f"rejected {stats.rejected} (left for the DLQ), resent {stats.resent}, released {stats.released}"
     )
 
 

@@ -1,5 +1,7 @@
 """Sensors that start the runs: SQS has messages -> drain it; new landings -> new batch partitions."""
 
+import time
+
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
     DagsterRunStatus,
@@ -14,6 +16,7 @@ from dagster import (
 
 from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest import sqs as sqs_calls
+from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
 from wap_pipeline.ingest.landing import LandingCursor, discover
 from wap_pipeline.jobs import INGEST_JOB, ingest_job, pipeline_job
 from wap_pipeline.partitions import landing_batches
@@ -40,6 +43,12 @@ def sqs_sensor(context: SensorEvaluationContext, aws: AwsResource):
         return SkipReason(f"ingest queue unreachable, will retry: {error}")
     if visible == 0:
         return SkipReason(f"ingest queue empty ({in_flight} in flight)")
+    paused = forwarder_breaker(aws.client("dynamodb"), aws.settings()).state()
+    if paused.is_open and time.time() < paused.next_probe_at:
+        return SkipReason(
+            f"{visible} messages waiting; forwarder paused ({paused.reason[:200]}), next Firehose probe in "
+            f"{paused.next_probe_at - time.time():.0f}s"
+        )
     active = context.instance.get_runs_count(RunsFilter(job_name=INGEST_JOB, statuses=_ACTIVE))
     if active:
         return SkipReason(f"{visible} messages waiting; a drain run is already active")

@@ -41,9 +41,12 @@ class FaultPlan:
     blackout_mode: str = "reset"  # "reset": close without answering; "503": answer 503
     seed: int = 0
     services: set[str] = field(default_factory=lambda: {"sqs", "firehose", "s3", "dynamodb"})
+    # The services a blackout hits (None: every one) -- e.g. {"firehose"} for a Firehose-only outage.
+    blackout_services: set[str] | None = None
 
-    def blackout(self, seconds: float, mode: str = "reset") -> None:
+    def blackout(self, seconds: float, mode: str = "reset", services: set[str] | None = None) -> None:
         self.blackout_mode = mode
+        self.blackout_services = services
         self.blackout_until = time.monotonic() + seconds
 
     def in_blackout(self) -> bool:
@@ -133,7 +136,9 @@ class FaultProxy:
         service = match.group(1) if match else "other"
         with self._lock:
             self.stats.by_service[service] = self.stats.by_service.get(service, 0) + 1
-        if self.plan.in_blackout():
+        if self.plan.in_blackout() and (
+            self.plan.blackout_services is None or service in self.plan.blackout_services
+        ):
             with self._lock:
                 self.stats.blacked_out += 1
             if self.plan.blackout_mode == "reset":

@@ -14,6 +14,7 @@ from dagster import (
 
 from wap_pipeline.ingest import dlq
 from wap_pipeline.ingest import sqs as sqs_calls
+from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, QuarantineResource
 
 DLQ_KEY = AssetKey(["operations", "dlq"])
@@ -77,7 +78,9 @@ QUARANTINE_KEY = AssetKey(["operations", "quarantine"])
     kinds={"dynamodb"},
     description=(
         "State of the pipeline's circuit breaker (DynamoDB): GREEN lets batches through; RED stops every "
-        "table materialization until an operator resets it. `is_red` plots trips over time."
+        "table materialization until an operator resets it. `is_red` plots trips over time. Also the "
+        "forwarder's breaker (`forwarder`, `forwarder_paused`): OPEN while Firehose is down, so that no "
+        "message spends its receives on an outage; it closes by itself when a probe finds Firehose back."
     ),
     check_specs=[
         AssetCheckSpec(
@@ -91,9 +94,14 @@ QUARANTINE_KEY = AssetKey(["operations", "quarantine"])
         )
     ],
 )
-def circuit_breaker_state(breaker: CircuitBreakerResource):
+def circuit_breaker_state(aws: AwsResource, breaker: CircuitBreakerResource):
     state = breaker.breaker().state()
+    forwarder = forwarder_breaker(aws.client("dynamodb"), aws.settings()).state()
     metadata = {
+        # The forwarder's own breaker (opens while Firehose is down; closes by itself).
+        "forwarder": forwarder.status,
+        "forwarder_paused": int(forwarder.is_open),
+        "forwarder_reason": MetadataValue.text(forwarder.reason[:500]),
         "status": state.status,
         "is_red": int(state.is_red),
         "reason": MetadataValue.text(state.reason[:1000]),

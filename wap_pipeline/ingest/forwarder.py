@@ -6,6 +6,9 @@
   the stats (message id, receive count, reason) for the caller to log once.
 * A message is deleted only after Firehose accepted its record. ``PutRecordBatch`` partial failures
   (``FailedPutCount`` > 0) are resent -- only the failed records -- with exponential backoff.
+* When Firehose fails for good (an outage outlasting botocore's retries and our resends), the group's
+  messages are given back and the forwarder's breaker opens (:mod:`.forwarder_breaker`): nothing more
+  is received until a probe finds Firehose back, so an outage never spends the messages' receives.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from wap_pipeline.faults import fault_point
 from wap_pipeline.ingest import sqs as sqs_calls
+from wap_pipeline.ingest.forwarder_breaker import ForwarderBreaker
 from wap_pipeline.rules.envelope import (
     DEFAULT_LIMITS,
     PayloadLimits,
@@ -37,6 +43,15 @@ class PartialFailureError(RuntimeError):
     """Firehose kept refusing some records after every resend."""
 
 
+class FirehoseUnavailableError(RuntimeError):
+    """Firehose refused a group's puts for good: the messages are not at fault and must not be deleted."""
+
+    def __init__(self, message: str, receipt_handles: list[str], stats: ForwardStats):
+        super().__init__(message)
+        self.receipt_handles = receipt_handles
+        self.stats = stats
+
+
 @dataclass
 class ForwardStats:
     received: int = 0
@@ -44,6 +59,8 @@ class ForwardStats:
     deleted: int = 0
     rejected: int = 0
     resent: int = 0
+    released: int = 0  # given back to the queue because Firehose was down
+    paused: str = ""  # why the forwarder stopped receiving (its breaker is open), if it did
     rejections: list[Rejection] = field(default_factory=list)
 
     def add(self, other: ForwardStats) -> None:
@@ -52,6 +69,8 @@ class ForwardStats:
         self.deleted += other.deleted
         self.rejected += other.rejected
         self.resent += other.resent
+        self.released += other.released
+        self.paused = other.paused or self.paused
         self.rejections.extend(other.rejections)
 
 
@@ -134,7 +153,11 @@ def forward_messages(
         accepted.append((message["ReceiptHandle"], data))
     if not accepted:
         return stats
-    stats.resent = put_all(firehose, stream, accepted)
+    try:
+        stats.resent = put_all(firehose, stream, accepted)
+    except (BotoCoreError, ClientError, PartialFailureError) as error:
+        handles = [handle for handle, _ in accepted]
+        raise FirehoseUnavailableError(f"Firehose unavailable: {error}", handles, stats) from error
     stats.forwarded = len(accepted)
     fault_point("ingest.after_put_before_delete")
     stats.deleted, failed = sqs_calls.delete(sqs, queue_url, [handle for handle, _ in accepted])
@@ -156,14 +179,22 @@ def drain(
     max_messages: int | None = None,
     wait_s: int = 0,
     limits: PayloadLimits = DEFAULT_LIMITS,
+    breaker: ForwarderBreaker | None = None,
 ) -> ForwardStats:
     """Receive until the queue answers empty (or ``max_messages`` were received), forwarding in
     groups of up to ``group_size`` messages.
 
     A group is flushed well within the visibility timeout so that no message reappears while its
-    record is being put.
+    record is being put. With ``breaker``: nothing is received while it is open (the stats say
+    ``paused``), and a group Firehose refuses for good is given back and opens it; without one, that
+    failure is raised.
     """
     total = ForwardStats()
+    if breaker is not None and not breaker.allows_receive(
+        lambda: firehose.describe_delivery_stream(DeliveryStreamName=stream)
+    ):
+        total.paused = breaker.state().reason or "forwarder breaker open"
+        return total
     deadline = time.monotonic() + max_seconds
     while time.monotonic() < deadline and (max_messages is None or total.received < max_messages):
         group: list[dict] = []
@@ -176,7 +207,21 @@ def drain(
                 break
             group.extend(messages)
         if group:
-            total.add(forward_messages(firehose, sqs, queue_url, stream, group, limits))
+            try:
+                total.add(forward_messages(firehose, sqs, queue_url, stream, group, limits))
+            except FirehoseUnavailableError as error:
+                if breaker is None:
+                    raise error.__cause__ from None
+                total.add(error.stats)
+                state = breaker.open(str(error))
+                total.released += sqs_calls.release(
+                    sqs, queue_url, error.receipt_handles, int(state.probe_delay_s())
+                )
+                total.paused = state.reason
+                log.warning(
+                    "%s: %d message(s) given back; receiving stops", error, len(error.receipt_handles)
+                )
+                break
         if empty:
             break
     return total

@@ -42,3 +42,17 @@ def depth(sqs, queue_url: str) -> tuple[int, int]:
     return int(attributes["ApproximateNumberOfMessages"]), int(
         attributes["ApproximateNumberOfMessagesNotVisible"]
     )
+
+
+def release(sqs, queue_url: str, receipt_handles: list[str], visibility_timeout_s: int) -> int:
+    """Give received messages back, visible again in ``visibility_timeout_s``; returns how many SQS took
+    back (a message whose visibility already ran out is visible anyway: its failure is ignored)."""
+    released = 0
+    for start in range(0, len(receipt_handles), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": visibility_timeout_s}
+            for i, h in enumerate(receipt_handles[start : start + 10])
+        ]
+        response = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        released += len(response.get("Successful", []))
+    return released

@@ -12,7 +12,9 @@ from collections import Counter
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
+from wap_pipeline import aws
 from wap_pipeline.events import make_events
+from wap_pipeline.ingest.forwarder_breaker import FIRST_PROBE_DELAY_S, ForwarderBreaker, forwarder_breaker
 from wap_pipeline_tests.fault_proxy import FaultProxy
 from wap_pipeline_tests.integration.cli import run_cli, start_cli
 from wap_pipeline_tests.integration.helpers import curated_key_counts, send
@@ -88,3 +90,51 @@ def test_an_outage_longer_than_the_retry_budget_is_survived(stack, proxy):
     assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
     status = json.loads(run_cli("status", "--json", "--check").stdout)
     assert status["breaker"] == "GREEN" and status["dlq_depth"] == 0
+
+
+def test_a_firehose_only_outage_of_two_minutes_sends_nothing_to_the_dlq(stack, proxy):
+    """FMEA 1.3 with SQS up and Firehose down (issue 19): every failed forward used to spend one of the
+    messages' 3 receives, so good messages reached the DLQ. The forwarder's breaker stops receiving
+    until a probe finds Firehose back."""
+    events = make_events(200, seed=66)
+    send(stack, events)
+    proxy.plan.blackout(130, mode="503", services={"firehose"})
+    run_cli(
+        "run",
+        "--until-idle",
+        "--timeout",
+        "900",
+        env={"AWS_ENDPOINT_URL": proxy.endpoint, "WAP_AWS_MAX_ATTEMPTS": "3"},
+        timeout=1200,
+    )
+    assert proxy.stats.blacked_out > 0 and not proxy.plan.in_blackout()
+    status = json.loads(run_cli("status", "--json", "--check").stdout)
+    assert status["dlq_depth"] == 0, "an outage sent good messages to the DLQ"
+    counts = curated_key_counts(stack)
+    assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
+    forwarder = forwarder_breaker(aws.client("dynamodb", stack), stack).state()
+    assert forwarder.status == "CLOSED" and "Firehose unavailable" in forwarder.reason and forwarder.opened_at
+
+
+def test_the_forwarder_breaker_waits_probes_with_backoff_and_closes_by_itself(stack):
+    now = [1_000.0]
+    breaker = ForwarderBreaker(
+        aws.client("dynamodb", stack), stack.breaker_table, stack.pipeline_name, clock=lambda: now[0]
+    )
+    assert breaker.allows_receive(probe=lambda: pytest.fail("a closed breaker does not probe"))
+    opened = breaker.open("Firehose unavailable: 503")
+    assert opened.is_open and opened.next_probe_at == 1_000 + FIRST_PROBE_DELAY_S
+
+    def down() -> None:
+        raise ConnectionError("still down")
+
+    assert not breaker.allows_receive(probe=lambda: pytest.fail("no probe before its time"))
+    now[0] = opened.next_probe_at
+    assert not breaker.allows_receive(probe=down)
+    again = breaker.state()
+    assert again.failed_probes == 1 and again.next_probe_at == now[0] + 2 * FIRST_PROBE_DELAY_S
+    assert again.reason == "Firehose unavailable: 503", "the reason stays what opened it"
+    now[0] = again.next_probe_at
+    assert breaker.allows_receive(probe=lambda: None)
+    closed = breaker.state()
+    assert not closed.is_open and closed.closed_at and closed.opened_at == opened.opened_at
