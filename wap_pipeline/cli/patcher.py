@@ -663,7 +663,9 @@ def failures(ctx: Context, as_json: bool) -> None:
     standardized, raw = catalog.load_table(STANDARDIZED_TABLE), catalog.load_table(RAW_TABLE)
     fields, _ = standardized_fields(ctx.settings)
     state = operator.breaker.state()
-    batches = failed_batches(standardized, raw, state, fields, operator.quarantine.ids())
+    batches = failed_batches(
+        standardized, raw, state, fields, operator.quarantine.ids(), operator.replay_grants.lookup
+    )
     lines = []
     for batch in batches:
         lines.append(f"batch {batch.batch_id} failed in {batch.step}: {batch.error}")

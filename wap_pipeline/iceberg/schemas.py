@@ -80,6 +80,8 @@ RAW_SCHEMA = _schema(
         ("receive_count", IntegerType(), False),
         ("body", StringType(), False),
         ("ingested_at", TimestamptzType(), True),
+        # data-patcher's replay grant (wap_pipeline.rules.replays); null on every other record
+        ("replay_token", StringType(), False),
     ]
 )
 
@@ -169,6 +171,12 @@ def _ensure(
     if missing:  # a table created before the property was set: once
         with table.transaction() as tx:
             tx.set_properties(missing)
+    added = [f for f in schema.fields if f.name not in top_level_columns(table.schema())]
+    if added:  # a table created before the column existed (all such columns are optional): once
+        with table.update_schema() as update:
+            for column in added:
+                update.add_column(column.name, column.field_type, column.doc)
+        table = catalog.load_table(identifier)
     return table
 
 
