@@ -199,10 +199,10 @@ def secure_clean(
     the characters are removed -- raw, from the envelope, from the message body -- and each changed
     record is validated again with the pipeline's rules. A record still invalid is listed and NOT
     injected. The cleaned copy of the file is stored under the patches prefix of the landing bucket
-    (the source is never modified). With --re-inject-queue, each cleaned record is sent with the
-    attributes is_replay=true, original_message_id and idempotency_key, and its original is
-    quarantined, so that re-driving the failed batch skips the bad copy while the replay bypasses
-    the quarantine. Exit 1 when a record is left invalid.
+    (the source is never modified). With --re-inject-queue, each cleaned record is granted and sent
+    with the attributes is_replay=true, original_message_id, idempotency_key and replay_token, and
+    its original is quarantined, so that re-driving the failed batch skips the bad copy while the
+    replay bypasses the quarantine. Exit 1 when a record is left invalid.
 
     A cleaning that changes a record's idempotency_key or event_id is refused (exit 3, the records
     listed, nothing written or sent) unless --allow-key-change: curated keeps one row per key, so the

@@ -94,6 +94,10 @@ def test_a_producers_is_replay_stays_masked_and_only_data_patchers_replay_passes
     assert standardized_materializations()[stolen_batch]["unauthorized_replays"] == 1
     row = curated_row(stack, original["event_id"])
     assert (row["amount_minor"], row["is_replay"]) == (corrected["amount_minor"], True)
+    status = json.loads(run_cli("status", "--json").stdout)
+    by_batch = {b["batch_id"]: b["unauthorized_replays"] for b in status["batches"]}
+    assert (by_batch[claims_batch], by_batch[replay_batch], by_batch[stolen_batch]) == (3, 0, 1)
+    assert status["unauthorized_replays"] == 4
 
 
 def test_replay_refuses_records_that_are_not_quarantined_or_would_fail(stack, tmp_path):
