@@ -7,15 +7,18 @@ passes the quarantine and supersedes the original.
 """
 
 import json
+from dataclasses import replace
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 from dagster import AssetKey, DagsterInstance
 
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
+from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline_tests.integration.cli import patcher, run_cli
-from wap_pipeline_tests.integration.helpers import send, send_raw, tables
+from wap_pipeline_tests.integration.helpers import replay_grants, send, send_raw, tables
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +126,16 @@ def test_replay_refuses_records_that_are_not_quarantined_or_would_fail(stack, tm
     assert reasons[2] == ["not a JSON object"]
     log = json.loads(patcher("--json", "audit-log").stdout)
     assert [e["action"] for e in log] == ["quarantine.add"], "nothing was sent"
+
+
+def test_a_grant_is_written_once_and_read_back_in_pages(stack):
+    grants = replay_grants(stack)
+    first = ReplayGrant("tok", "evt_a", body_sha256("{}"), "support-bob", "2026-11-29T12:00:00+00:00", "p1")
+    grants.grant([first])
+    with pytest.raises(ClientError) as raised:  # a token is never re-pointed at another record
+        grants.grant([replace(first, quarantine_id="evt_b")])
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    many = [replace(first, token=f"tok-{n}", quarantine_id=f"evt_{n}") for n in range(150)]
+    grants.grant(many)
+    found = grants.lookup(["tok", "unknown", *(g.token for g in many)])
+    assert found == {g.token: g for g in [first, *many]}
