@@ -78,6 +78,8 @@ def test_a_producers_is_replay_stays_masked_and_only_data_patchers_replay_passes
     corrected = {**original, "amount_minor": original["amount_minor"] + 1}
     fixed = tmp_path / "fixed.ndjson"
     fixed.write_bytes(orjson.dumps(corrected) + b"\n")
+    dry = json.loads(patcher("--json", "replay", str(fixed), "--dry-run").stdout)
+    assert (dry["injected"], dry["refused"], dry["dry_run"]) == (0, 0, True)
     replayed = json.loads(patcher("--json", "replay", str(fixed), "--reason", "amount corrected").stdout)
     assert (replayed["injected"], replayed["refused"]) == (1, 0)
     run_cli("run", "--until-idle")
