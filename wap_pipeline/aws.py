@@ -82,10 +82,18 @@ def record_calls(client, path: str) -> None:
             "bucket": params.get("Bucket"),
             "key": params.get("Key"),
             "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
-            "table": params.get("TableName"),
+            "table": params.get("TableName") or _table_of_many(params),
             "stream": params.get("DeliveryStreamName"),
         }
         with open(path, "a") as log:
             log.write(json.dumps(call) + "\n")
 
     client.meta.events.register("before-parameter-build", record)
+
+
+def _table_of_many(params: Mapping) -> str | None:
+    """The table of a BatchGetItem or TransactWriteItems call (the project's touch one table each)."""
+    tables = set(params.get("RequestItems") or ())
+    for item in params.get("TransactItems") or ():
+        tables.update(action["TableName"] for action in item.values())
+    return ",".join(sorted(tables)) or None

@@ -44,6 +44,8 @@ class Settings:
     breaker_table: str = "wap-circuit-breaker"
     quarantine_table: str = "wap-quarantine"
     audit_table: str = "wap-operator-audit"
+    # data-patcher's replay grants: only replays with a grant bypass the quarantine (rules/replays.py).
+    replay_grants_table: str = "wap-replay-grants"
     pipeline_name: str = "standard_ingest"
     catalog_name: str = "wap"
     # Local state: SQLite catalog, warehouse, server pid/log, Dagster home.

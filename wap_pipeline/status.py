@@ -49,6 +49,8 @@ class BatchAccount:
     superseded: int | None = None
     skipped: int | None = None
     history_expired: bool = False
+    unauthorized_replays: int | None = None
+    """Rows claiming to be replays without data-patcher's grant (treated as not replays)."""
 
     @property
     def state(self) -> str:
@@ -103,6 +105,10 @@ class Status:
         return sum(b.quarantined or 0 for b in self.batches)
 
     @property
+    def unauthorized_replays(self) -> int:
+        return sum(b.unauthorized_replays or 0 for b in self.batches)
+
+    @property
     def invalid_rows(self) -> int:
         return sum(b.invalid or 0 for b in self.batches if b.published is None)
 
@@ -133,6 +139,7 @@ class Status:
         return {
             **document,
             "masked_rows": self.masked_rows,
+            "unauthorized_replays": self.unauthorized_replays,
             "invalid_rows": self.invalid_rows,
             "accounted": self.accounted,
             "identity_holds": self.identity_holds,
@@ -158,6 +165,7 @@ def batch_accounts(tables: dict[str, Table]) -> list[BatchAccount]:
             # An empty append (every record of the batch quarantined) has no added-records: 0 published.
             account.published = _summary_int(published, "added-records") or 0
             account.quarantined = _summary_int(published, wap.QUARANTINED_ROWS_PROPERTY) or 0
+            account.unauthorized_replays = _summary_int(published, wap.UNAUTHORIZED_REPLAYS_PROPERTY) or 0
             account.invalid = 0
         else:
             branches = wap.branches_of_batch(standardized, batch_id)
@@ -166,6 +174,7 @@ def batch_accounts(tables: dict[str, Table]) -> list[BatchAccount]:
                     standardized.metadata.refs[branches[-1]].snapshot_id
                 )
                 account.quarantined = _summary_int(latest, wap.QUARANTINED_ROWS_PROPERTY)
+                account.unauthorized_replays = _summary_int(latest, wap.UNAUTHORIZED_REPLAYS_PROPERTY)
                 flags = wap.scan_batch(standardized, branches[-1], batch_id, ("invalid_flag",))[
                     "invalid_flag"
                 ]

@@ -128,7 +128,8 @@ def circuit_breaker_state(aws: AwsResource, breaker: CircuitBreakerResource):
     kinds={"dynamodb"},
     description=(
         "Size of the quarantine (DynamoDB): record ids masked from standardized unless they come back as a "
-        "replay (`is_replay=true`). Manage with `data-patcher quarantine add|list|remove`."
+        "replay data-patcher issued (a producer's own `is_replay` does not count). Manage with "
+        "`data-patcher quarantine add|list|remove`."
     ),
 )
 def quarantine_size(quarantine: QuarantineResource) -> MaterializeResult:

@@ -1,8 +1,9 @@
 """standardized/events: typed, audited rows, published by Write-Audit-Publish in one step.
 
 1. fail fast on a RED breaker (before reading anything);
-2. read the batch from raw one data file at a time, mask quarantined records (unless replays),
-   parse into the table's typed schema -- a schema mismatch stops the batch, naming the fields;
+2. read the batch from raw one data file at a time, mask quarantined records (unless replays
+   data-patcher granted: a producer's own ``is_replay`` is ignored, and counted), parse into the
+   table's typed schema -- a schema mismatch stops the batch, naming the fields;
 3. tag CDE violations (rows are tagged, not dropped);
 4. WRITE: each chunk's data files as it is produced (2-4 stream, so memory follows a chunk); after
    the last one, a new branch ``audit_batch_<id>`` (or ``..._retry_<n>``) at main's head and ONE
@@ -60,13 +61,16 @@ def recovery_commands(batch_id: str, sample_ids: list[str]) -> str:
     return (
         f"1. list every offending record by quarantine id (`sample_invalid_ids` shows the first ones):\n"
         f"   `data-patcher failures`, then for each: `data-patcher quarantine add {example} --reason '<why>'`\n"
-        f"2. (optional) re-inject a fixed copy as a replay (`is_replay=true`): it bypasses the quarantine\n"
+        f"2. (optional) re-inject a fixed copy with data-patcher (`secure-clean`, `replay`): its replay\n"
+        f"   bypasses the quarantine (a producer's own `is_replay=true` does not)\n"
         f"3. reset the breaker and re-drive batch {batch_id} from failure (it is written to a new branch):\n"
         f"   `data-patcher resume-pipeline --pipeline standard_ingest --reason '<why>'`"
     )
 
 
-def _audit_metadata(audit: AuditResult, branch: str, batch_id: str, reference: datetime) -> dict:
+def _audit_metadata(
+    audit: AuditResult, branch: str, batch_id: str, reference: datetime, unauthorized_replays: int
+) -> dict:
     return {
         "batch_id": batch_id,
         "branch": branch,
@@ -75,6 +79,7 @@ def _audit_metadata(audit: AuditResult, branch: str, batch_id: str, reference: d
         "invalid_rows": audit.invalid_rows,
         "invalid_by_rule": MetadataValue.json(audit.reasons),
         "sample_invalid_ids": MetadataValue.json(audit.sample_invalid_ids),
+        "unauthorized_replays": unauthorized_replays,
     }
 
 
@@ -139,15 +144,21 @@ def standardized_events(
         # parsed: the filter first waits for it there.
         quarantined = quarantine.read_in_background()
         fields, columns = payload_fields(table.schema()), top_level_columns(table.schema())
+        grants = quarantine.replay_grants()
         skipped = 0  # raw rows masked by the quarantine, counted as the chunks go by
+        unauthorized: list[pa.Table] = []  # rows claiming to be replays without a grant
 
         def standardized_chunks() -> Iterator[pa.Table]:
             # Raw rows a data file at a time: parse, mask, tag -- every rule is row-local.
             nonlocal skipped
             raw_chunks = io.scan_batch_chunks(raw, wap.MAIN, batch_id)
-            for result in standardize_chunks(raw_chunks, fields, standardized_at, quarantined):
+            for result in standardize_chunks(raw_chunks, fields, standardized_at, quarantined, grants.lookup):
                 skipped += result.skipped.num_rows
+                unauthorized.append(result.unauthorized_replays)
                 yield tag_invalid(result.rows, reference).select(columns)
+
+        def unauthorized_replays() -> int:
+            return sum(t.num_rows for t in unauthorized)
 
         branch = wap.next_branch_name(table, batch_id)
         try:
@@ -164,6 +175,7 @@ def standardized_events(
                     wap.QUARANTINED_ROWS_PROPERTY: str(skipped),
                     wap.AUDIT_BRANCH_PROPERTY: branch,
                     **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
+                    wap.UNAUTHORIZED_REPLAYS_PROPERTY: str(unauthorized_replays()),
                 },
             )
         except SchemaMismatchError as error:
@@ -189,6 +201,12 @@ def standardized_events(
                 allow_retries=False,
             ) from error
         fault_point("standardized.after_branch_write")
+        if unauthorized_replays():
+            sample = pa.concat_tables(unauthorized).slice(0, 5).to_pylist()
+            context.log.warning(
+                f"{unauthorized_replays()} row(s) of batch {batch_id} claim to be replays without "
+                f"data-patcher's grant: treated as not replays (masked when quarantined). First: {sample}"
+            )
         audit = count_invalid(
             io.scan_batch(
                 table,
@@ -197,7 +215,7 @@ def standardized_events(
                 AUDIT_COLUMNS,
             )
         )
-        metadata = _audit_metadata(audit, branch, batch_id, reference)
+        metadata = _audit_metadata(audit, branch, batch_id, reference, unauthorized_replays())
         fault_point("standardized.after_audit")
         retention_ms = Settings.from_env().abandoned_branch_retention_ms
         if not audit.passed:
@@ -237,6 +255,7 @@ def standardized_events(
                 "branch": branch,
                 "rows_published": published_rows,
                 "quarantined_skipped": skipped,
+                "unauthorized_replays": unauthorized_replays(),
                 "snapshot_id": MetadataValue.text(str(head.snapshot_id)),
                 "bookmark": bookmark,
             }

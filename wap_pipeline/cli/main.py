@@ -518,6 +518,7 @@ def status(as_json: bool, check: bool) -> None:
                 f"{current.quarantined} ({current.quarantined_replayed})",
             ),
             ("rows masked by the quarantine", current.masked_rows),
+            ("replay claims without data-patcher's grant (ignored)", current.unauthorized_replays),
             ("invalid rows (failed audits, unpublished)", current.invalid_rows),
             ("published to standardized (main)", current.standardized_rows),
             ("rows in curated", current.curated_rows),

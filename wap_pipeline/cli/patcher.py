@@ -1,13 +1,13 @@
 """``data-patcher``: the support team's CLI (FMEA section 5).
 
-Verbs: ``inspect``, ``secure-clean``, ``quarantine add|list|remove``,
+Verbs: ``inspect``, ``secure-clean``, ``replay``, ``quarantine add|list|remove``,
 ``dlq list|show|purge|redrive|patch|edit``, ``breaker status``, ``failures``, ``resume-pipeline``,
 ``audit-log``.
 Every action is recorded in the operator audit log. ``--json`` on the group makes output
 machine-readable.
 
 Exit codes: 0 done; 1 not done -- the pipeline failed again after a re-drive, ``inspect`` found
-problems, ``secure-clean`` or ``dlq patch|edit`` left records invalid (listed, not injected); 2 usage error; 3 refused (a
+problems, ``secure-clean``, ``replay`` or ``dlq patch|edit`` left records invalid (listed, not injected); 2 usage error; 3 refused (a
 precondition does not hold, e.g. an unknown pipeline, a missing file); 4 refused: the bucket or queue
 is not on the allow-list (``WAP_PATCHER_ALLOWED_BUCKETS`` / ``WAP_PATCHER_ALLOWED_QUEUES``).
 """
@@ -199,10 +199,10 @@ def secure_clean(
     the characters are removed -- raw, from the envelope, from the message body -- and each changed
     record is validated again with the pipeline's rules. A record still invalid is listed and NOT
     injected. The cleaned copy of the file is stored under the patches prefix of the landing bucket
-    (the source is never modified). With --re-inject-queue, each cleaned record is sent with the
-    attributes is_replay=true, original_message_id and idempotency_key, and its original is
-    quarantined, so that re-driving the failed batch skips the bad copy while the replay bypasses
-    the quarantine. Exit 1 when a record is left invalid.
+    (the source is never modified). With --re-inject-queue, each cleaned record is granted and sent
+    with the attributes is_replay=true, original_message_id, idempotency_key and replay_token, and
+    its original is quarantined, so that re-driving the failed batch skips the bad copy while the
+    replay bypasses the quarantine. Exit 1 when a record is left invalid.
 
     A cleaning that changes a record's idempotency_key or event_id is refused (exit 3, the records
     listed, nothing written or sent) unless --allow-key-change: curated keeps one row per key, so the
@@ -299,6 +299,62 @@ def secure_clean(
         lines.append("Dry run: nothing was written, sent or quarantined.")
     out.end({"outcome": outcome.as_dict()}, "\n".join(lines))
     sys.exit(EXIT_FAILED if summary["invalid"] or outcome.warnings else EXIT_OK)
+
+
+@cli.command("replay")
+@click.argument("fixed_records", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--reason", default="replay of fixed records", show_default=True, help="Recorded in the audit log."
+)
+@click.option("--dry-run", is_flag=True, help="Judge the records; send nothing.")
+@pass_context
+def replay(ctx: Context, fixed_records: str, reason: str, dry_run: bool) -> None:
+    """Re-inject hand-fixed copies of quarantined records as replays.
+
+    FIXED_RECORDS holds one fixed record per line (the message body, a JSON object), e.g. the
+    original with its amount corrected. Each must replace a quarantined record (its event_id is in
+    the quarantine) and pass the forwarder and the standardized audit; it is sent to the ingest queue
+    as a data-patcher replay (is_replay=true, idempotency_key, and the grant that makes it one), so
+    it bypasses the quarantine and supersedes the original in curated. Records that fail are listed
+    with why and not sent (exit 1).
+    """
+    from pathlib import Path
+
+    from wap_pipeline.operations.patching import NotAllowedError
+    from wap_pipeline.operations.replaying import replay_fixed_records
+    from wap_pipeline.rules.cleaning import CLEANED, show_text
+
+    queue = ctx.settings.queue_name
+    try:
+        outcome = replay_fixed_records(
+            ctx.operator(), Path(fixed_records).read_bytes().split(b"\n"), reason, dry_run
+        )
+    except NotAllowedError as error:
+        _refuse(EXIT_NOT_ALLOWED, str(error))
+    new_ids = {doc["line"]: doc["new_message_id"] for doc in outcome.as_dict()["records"]}
+    lines = []
+    for record in outcome.records:
+        if record.status != CLEANED:
+            lines.append(
+                f"line {record.line} ({record.ids.describe()}): NOT injected: {'; '.join(record.reasons)}"
+            )
+        elif dry_run:
+            lines.append(
+                f"line {record.line} ({record.ids.describe()}): would be injected with attributes {record.attributes}"
+            )
+        else:
+            lines += [
+                f"line {record.line} -> message {new_ids[record.line]}",
+                f"  - is_replay: {record.attributes['is_replay']}",
+                f"  - idempotency_key: {show_text(record.attributes.get('idempotency_key') or '-')}",
+            ]
+    verb = "would be injected" if dry_run else f"injected into {queue}"
+    lines.append(
+        f"{len(outcome.sendable)} replay(s) {verb}; {len(outcome.refused)} refused"
+        + (" (dry run: nothing was sent)." if dry_run else f" (patch {outcome.patch_id}).")
+    )
+    ctx.emit({**outcome.as_dict(), "dry_run": dry_run}, "\n".join(lines))
+    sys.exit(EXIT_FAILED if outcome.refused else EXIT_OK)
 
 
 @cli.group()
@@ -663,7 +719,9 @@ def failures(ctx: Context, as_json: bool) -> None:
     standardized, raw = catalog.load_table(STANDARDIZED_TABLE), catalog.load_table(RAW_TABLE)
     fields, _ = standardized_fields(ctx.settings)
     state = operator.breaker.state()
-    batches = failed_batches(standardized, raw, state, fields, operator.quarantine.ids())
+    batches = failed_batches(
+        standardized, raw, state, fields, operator.quarantine.ids(), operator.replay_grants.lookup
+    )
     lines = []
     for batch in batches:
         lines.append(f"batch {batch.batch_id} failed in {batch.step}: {batch.error}")

@@ -41,14 +41,21 @@ class TableMaintenance:
 
 
 def expirable_snapshots(table: Table, cutoff_ms: int) -> list[int]:
-    """Snapshots committed before ``cutoff_ms`` that nothing needs: not main's head, not the newest
-    commit carrying the ledger, not a branch or tag head."""
+    """Snapshots committed before ``cutoff_ms`` that nothing needs: not a branch or tag head, and not
+    main's head or anything between it and the newest commit carrying the ledger (a compaction or
+    another writer's commit may be on top of it)."""
     table.refresh()
     metadata = table.metadata
     keep = {ref.snapshot_id for ref in metadata.refs.values()}
-    carrier = wap.ledger_snapshot(table)
-    if carrier is not None:
-        keep.add(carrier.snapshot_id)
+    # Main from its head back to the newest commit carrying the ledger, that one included: expiring a
+    # snapshot in between would cut the parent chain by which the ledger is found.
+    for snapshot in wap.history(metadata, wap.main_snapshot(table)):
+        keep.add(snapshot.snapshot_id)
+        if (
+            snapshot.summary is not None
+            and wap.LEDGER_BATCHES_PROPERTY in snapshot.summary.additional_properties
+        ):
+            break
     return [
         s.snapshot_id for s in metadata.snapshots if s.timestamp_ms < cutoff_ms and s.snapshot_id not in keep
     ]
@@ -61,11 +68,11 @@ def expire_snapshots(table: Table, cutoff_ms: int, dry_run: bool = False, lost_o
     writers) first gets one, derived from its whole history, in an empty commit: expiry would
     otherwise take away what its ledger is derived from.
     """
+    table.refresh()
+    if not dry_run and table.current_snapshot() is not None and wap.ledger_snapshot(table) is None:
+        wap.record_ledger(table, lost_ok)
     expired = expirable_snapshots(table, cutoff_ms)
     if expired and not dry_run:
-        if wap.ledger_snapshot(table) is None:
-            wap.record_ledger(table, lost_ok)
-            expired = expirable_snapshots(table, cutoff_ms)
         table.maintenance.expire_snapshots().by_ids(expired).commit()
     return expired
 

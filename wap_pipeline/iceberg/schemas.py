@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -80,6 +80,8 @@ RAW_SCHEMA = _schema(
         ("receive_count", IntegerType(), False),
         ("body", StringType(), False),
         ("ingested_at", TimestamptzType(), True),
+        # data-patcher's replay grant (wap_pipeline.rules.replays); null on every other record
+        ("replay_token", StringType(), False),
     ]
 )
 
@@ -169,6 +171,13 @@ def _ensure(
     if missing:  # a table created before the property was set: once
         with table.transaction() as tx:
             tx.set_properties(missing)
+    added = [f for f in schema.fields if f.name not in top_level_columns(table.schema())]
+    if added:  # a table created before the column existed (all such columns are optional): once
+        # CommitFailedException: another process added them meanwhile
+        with contextlib.suppress(CommitFailedException), table.update_schema() as update:
+            for column in added:
+                update.add_column(column.name, column.field_type, column.doc)
+        table = catalog.load_table(identifier)
     return table
 
 

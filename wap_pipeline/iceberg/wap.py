@@ -48,6 +48,8 @@ LANDED_AT_PROPERTY = "ingest.landed-at"
 AUDIT_BRANCH_PROPERTY = "wap.audit-branch"
 # Rows of the batch masked by the quarantine filter (for the accounting in `wap-pipeline status`).
 QUARANTINED_ROWS_PROPERTY = "wap.quarantined-rows"
+# Rows of the batch that claimed to be replays without data-patcher's grant (treated as not replays).
+UNAUTHORIZED_REPLAYS_PROPERTY = "wap.unauthorized-replays"
 # A curated commit's accounting: standardized rows of the batch = inserted + superseded + skipped.
 CURATED_STANDARDIZED_ROWS = "wap.curated.standardized-rows"
 CURATED_INSERTED = "wap.curated.inserted"

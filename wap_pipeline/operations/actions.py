@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from wap_pipeline import aws
 from wap_pipeline.ingest import dlq
@@ -12,8 +13,11 @@ from wap_pipeline.operations.audit_log import DONE, FAILED, INTENT, AuditEntry, 
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine, QuarantineEntry
+from wap_pipeline.resources.replay_grants import ReplayGrants
 from wap_pipeline.rules.cleaning import CleanedLine
 from wap_pipeline.rules.dlq_fixes import DlqFix
+from wap_pipeline.rules.envelope import REPLAY_TOKEN
+from wap_pipeline.rules.replays import ReplayGrant, body_sha256, new_token, replay_quarantine_id
 from wap_pipeline.settings import Settings
 
 
@@ -26,6 +30,7 @@ class Operator:
         dynamodb = aws.client("dynamodb", settings)
         self.audit = AuditLog(dynamodb, settings.audit_table)
         self.quarantine = Quarantine(dynamodb, settings.quarantine_table)
+        self.replay_grants = ReplayGrants(dynamodb, settings.replay_grants_table)
         self.breaker = CircuitBreaker(dynamodb, settings.breaker_table, settings.pipeline_name)
 
     @contextlib.contextmanager
@@ -108,17 +113,23 @@ class Operator:
         self, queue_name: str, replays: list[CleanedLine], reason: str, patch_id: str
     ) -> list[str]:
         """Send cleaned records to ``queue_name`` as replays (``is_replay``, ``original_message_id``,
-        ``idempotency_key`` attributes); returns the new message ids. What was sent is recorded even
-        when a later send fails."""
+        ``idempotency_key`` and ``replay_token`` attributes); returns the new message ids. Each
+        replay's grant is written before it is sent (only a granted replay bypasses the quarantine,
+        :mod:`wap_pipeline.rules.replays`). What was sent is recorded even when a later send fails."""
         sqs = aws.client("sqs", self.settings)
         url = queue_url(sqs, queue_name)
         new_ids: list[str] = []
         planned = {"patch_id": patch_id, "lines": [r.line for r in replays]}
         with self.acting("patch.inject", queue_name, reason, planned) as outcome:
+            grants = self._grants(replays, patch_id)
             outcome["sent"] = sent = []  # filled as messages go out: a failure still records them
             for start in range(0, len(replays), 10):
-                group = replays[start : start + 10]
-                new_ids += send_bodies(sqs, url, [r.body or "" for r in group], [r.attributes for r in group])
+                group, group_grants = replays[start : start + 10], grants[start : start + 10]
+                self.replay_grants.grant(group_grants)
+                attributes = [
+                    {**r.attributes, REPLAY_TOKEN: g.token} for r, g in zip(group, group_grants, strict=True)
+                ]
+                new_ids += send_bodies(sqs, url, [r.body or "" for r in group], attributes)
                 sent.extend(
                     {
                         "line": r.line,
@@ -126,11 +137,34 @@ class Operator:
                         "new_message_id": new_id,
                         "idempotency_key": r.attributes.get("idempotency_key"),
                         "quarantine_id": r.original_quarantine_id,
+                        "replay_quarantine_id": g.quarantine_id,
+                        REPLAY_TOKEN: g.token,
                     }
-                    for r, new_id in zip(group, new_ids[start:], strict=False)
+                    for r, g, new_id in zip(group, group_grants, new_ids[start:], strict=False)
                 )
             outcome["not_sent"] = len(replays) - len(new_ids)
         return new_ids
+
+    def _grants(self, replays: list[CleanedLine], patch_id: str) -> list[ReplayGrant]:
+        """A new grant per replay, for the quarantine id and body the pipeline will see. Refuses the
+        lot, before anything is sent, when a replay's quarantine id cannot be known in advance."""
+        granted_at = datetime.now(UTC).isoformat(timespec="seconds")
+        grants, unknown = [], []
+        for replay in replays:
+            body = replay.body or ""
+            quarantine_id = replay_quarantine_id(body, replay.attributes)
+            if quarantine_id is None:
+                unknown.append(replay.line)
+                continue
+            grants.append(
+                ReplayGrant(new_token(), quarantine_id, body_sha256(body), self.name, granted_at, patch_id)
+            )
+        if unknown:
+            raise ValueError(
+                f"line(s) {unknown}: no usable event_id and no original_message_id, so the replay's "
+                "quarantine id is not known before it is sent and it cannot be granted"
+            )
+        return grants
 
     def dlq_replace(
         self,

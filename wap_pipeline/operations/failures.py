@@ -12,7 +12,7 @@ takes it (``event_id``, or ``message:<id>`` for a record without a usable one).
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 
 from pyiceberg.table import Table
@@ -20,7 +20,8 @@ from pyiceberg.table import Table
 from wap_pipeline.iceberg import wap
 from wap_pipeline.resources.breaker import BreakerState
 from wap_pipeline.rules.cleaning import audit_reasons
-from wap_pipeline.rules.standardize import quarantine_split
+from wap_pipeline.rules.replays import granted_tokens
+from wap_pipeline.rules.standardize import Grants, quarantine_split
 
 STANDARDIZED_STEP = "standardized"
 _RETRY = re.compile(r"_retry_\d+$")
@@ -60,13 +61,20 @@ def _step_of(breaker: BreakerState) -> str:
 
 
 def failed_records(
-    raw: Table, batch_id: str, fields: dict[str, object], quarantined: Collection[str]
+    raw: Table,
+    batch_id: str,
+    fields: dict[str, object],
+    quarantined: Collection[str],
+    grants_of: Callable[[list[str]], Grants],
 ) -> list[FailedRecord]:
-    """The batch's records that a re-run would still reject, with why, by quarantine id."""
+    """The batch's records that a re-run would still reject, with why, by quarantine id.
+    ``grants_of(tokens)``: data-patcher's replay grants, which a re-run honours too."""
     raw_snapshot = wap.published_snapshot(raw, batch_id)
     if raw_snapshot is None:
         return []
-    kept, kept_ids = quarantine_split(wap.scan_batch(raw, wap.MAIN, batch_id), quarantined)
+    rows = wap.scan_batch(raw, wap.MAIN, batch_id)
+    tokens = granted_tokens(rows)
+    kept, kept_ids = quarantine_split(rows, quarantined, grants_of(tokens) if tokens else {})
     reasons = audit_reasons(kept.to_pylist(), fields, wap.landed_at(raw_snapshot))
     by_id: dict[str, list[str]] = {}
     for record_id, why in zip(kept_ids.to_pylist(), reasons, strict=True):
@@ -82,6 +90,7 @@ def failed_batches(
     breaker: BreakerState,
     fields: dict[str, object],
     quarantined: Collection[str],
+    grants_of: Callable[[list[str]], Grants],
 ) -> list[FailedBatch]:
     """Every failed, unpublished batch, oldest first, with the records to quarantine."""
     standardized.refresh()
@@ -93,7 +102,9 @@ def failed_batches(
     if breaker_step == STANDARDIZED_STEP and breaker.batch_id not in published:
         errors[breaker.batch_id] = breaker.reason
     batches = [
-        FailedBatch(batch, STANDARDIZED_STEP, error, failed_records(raw, batch, fields, quarantined))
+        FailedBatch(
+            batch, STANDARDIZED_STEP, error, failed_records(raw, batch, fields, quarantined, grants_of)
+        )
         for batch, error in sorted(errors.items())
     ]
     if breaker_step not in (None, STANDARDIZED_STEP):

@@ -34,6 +34,10 @@ PATCHER_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("dynamodb:PutItem", "arn:aws:dynamodb:{region}:{account}:table/{quarantine_table}"),
     ("dynamodb:DeleteItem", "arn:aws:dynamodb:{region}:{account}:table/{quarantine_table}"),
     ("dynamodb:Scan", "arn:aws:dynamodb:{region}:{account}:table/{quarantine_table}"),
+    # every verb that sends replays grants each one first (a transaction of conditional puts); failures
+    # reads the grants of the replays a failed batch holds, as the re-run will
+    ("dynamodb:PutItem", "arn:aws:dynamodb:{region}:{account}:table/{replay_grants_table}"),
+    ("dynamodb:BatchGetItem", "arn:aws:dynamodb:{region}:{account}:table/{replay_grants_table}"),
     # breaker status; resume-pipeline's reset
     ("dynamodb:GetItem", "arn:aws:dynamodb:{region}:{account}:table/{breaker_table}"),
     ("dynamodb:PutItem", "arn:aws:dynamodb:{region}:{account}:table/{breaker_table}"),
@@ -52,6 +56,8 @@ _ACTION_OF_OPERATION = {
     "s3:CreateMultipartUpload": "s3:PutObject",
     "s3:UploadPart": "s3:PutObject",
     "s3:CompleteMultipartUpload": "s3:PutObject",
+    # IAM authorizes each action inside a transaction; the project's transactions only put
+    "dynamodb:TransactWriteItems": "dynamodb:PutItem",
 }
 
 
@@ -67,6 +73,7 @@ def permissions(
         "quarantine_table": settings.quarantine_table,
         "breaker_table": settings.breaker_table,
         "audit_table": settings.audit_table,
+        "replay_grants_table": settings.replay_grants_table,
         "region": region,
         "account": account,
     }

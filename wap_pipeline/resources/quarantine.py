@@ -16,6 +16,7 @@ from dagster import ConfigurableResource
 
 from wap_pipeline import aws
 from wap_pipeline.resources.breaker import operator_name
+from wap_pipeline.resources.replay_grants import ReplayGrants
 from wap_pipeline.settings import Settings
 
 
@@ -111,6 +112,11 @@ class QuarantineResource(ConfigurableResource):
     def quarantine(self) -> Quarantine:
         settings = Settings.from_env()
         return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
+
+    def replay_grants(self) -> ReplayGrants:
+        """data-patcher's replay grants: which replays may bypass the quarantine."""
+        settings = Settings.from_env()
+        return ReplayGrants(aws.client("dynamodb", settings), settings.replay_grants_table)
 
     def read_in_background(self) -> QuarantineRead:
         """Start reading every quarantined id now; the result is a collection of them."""

@@ -332,7 +332,7 @@ def audit_reasons(rows: list[dict], fields: dict[str, object], reference: dateti
 
 
 def audit_lines(
-    lines: list[tuple[int, bytes]], fields: dict[str, object], reference: datetime, replay: bool = False
+    lines: list[tuple[int, bytes]], fields: dict[str, object], reference: datetime
 ) -> dict[int, list[str]]:
     """For (line number, line bytes) pairs: line number -> audit reasons, as the pipeline would find
     them (raw parsing, standardization, CDE rules) in a batch whose reference time (landing time) is
@@ -342,7 +342,6 @@ def audit_lines(
     numbers = [number for number, _ in lines]
     for row in rows:
         row["line_number"] = numbers[row["line_number"] - 1]
-        row["is_replay"] = row["is_replay"] or replay
     return {
         row["line_number"]: reasons
         for row, reasons in zip(rows, audit_reasons(rows, fields, reference), strict=True)
@@ -623,13 +622,13 @@ def clean_lines(
     chunk_lines: int = VALIDATION_CHUNK_LINES,
 ) -> Iterator[CleanedLine]:
     """Every line, cleaned, in order. A cleaned record is re-validated as the replay the pipeline will
-    see (``is_replay``: the quarantine does not apply) with the standardized audit's own rules; the
-    replay lands when it is re-injected, so ``now`` (default: the clock) is its reference time."""
+    see (the quarantine does not apply to it: data-patcher grants it) with the standardized audit's own
+    rules; the replay lands when it is re-injected, so ``now`` (default: the clock) is its reference time."""
     now = now or datetime.now(UTC)
     for chunk in _chunked(lines, chunk_lines):
         results = [clean_line(line, chars, limits) for line in chunk]
         candidates = [(r.line, r.output) for r in results if r.status == CLEANED and r.output is not None]
-        reasons = audit_lines(candidates, fields, now, replay=True)
+        reasons = audit_lines(candidates, fields, now)
         for cleaned in results:
             if cleaned.status == CLEANED and reasons.get(cleaned.line):
                 cleaned = CleanedLine(

@@ -147,7 +147,7 @@ def replay_problems(
     line = landing_line(record)
     if len(line) > FIREHOSE_MAX_RECORD_BYTES:
         return [f"record of {len(line)} bytes exceeds Firehose's {FIREHOSE_MAX_RECORD_BYTES} byte limit"]
-    reasons = audit_lines([(1, line.rstrip(b"\n"))], fields, now, replay=True).get(1, [])
+    reasons = audit_lines([(1, line.rstrip(b"\n"))], fields, now).get(1, [])
     return [f"the standardized audit would flag it: {describe_reason(r)}" for r in reasons]
 
 

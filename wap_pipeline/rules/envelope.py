@@ -28,7 +28,11 @@ ENVELOPE_FIELDS = (
     "sent_timestamp",
     "receive_count",
     "body",
+    "replay_token",
 )
+# The message attribute (and landing field, and raw column) carrying data-patcher's replay grant token
+# (wap_pipeline.rules.replays): only data-patcher's replays are replays.
+REPLAY_TOKEN = "replay_token"
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def to_landing_record(message: dict, limits: PayloadLimits = DEFAULT_LIMITS) -> 
     if idempotency_key is None and isinstance(payload.get("idempotency_key"), str):
         idempotency_key = payload["idempotency_key"]
     sent = attributes.get("SentTimestamp")
-    return {
+    record = {
         "message_id": message_id,
         "original_message_id": _attribute(message, "original_message_id") or message_id,
         "idempotency_key": idempotency_key,
@@ -135,6 +139,10 @@ def to_landing_record(message: dict, limits: PayloadLimits = DEFAULT_LIMITS) -> 
         "receive_count": receive_count,
         "body": body,
     }
+    token = _attribute(message, REPLAY_TOKEN)
+    if token:  # only on replays, so every other landing record stays as it was
+        record[REPLAY_TOKEN] = token
+    return record
 
 
 def landing_line(record: dict) -> bytes:
@@ -164,10 +172,13 @@ def raw_rows(data: bytes, landing_file_key: str, batch_id: str, ingested_at: dat
             "sent_timestamp": None,
             "receive_count": None,
             "body": body,
+            "replay_token": None,
         }
         if record is not None:
             row.update({name: record.get(name) for name in ENVELOPE_FIELDS})
             row["is_replay"] = bool(record.get("is_replay"))
+            if not isinstance(row[REPLAY_TOKEN], str):
+                row[REPLAY_TOKEN] = None
             if row["sent_timestamp"] is not None:
                 row["sent_timestamp"] = datetime.fromtimestamp(row["sent_timestamp"] / 1000, tz=UTC)
         rows.append(row)
@@ -185,6 +196,7 @@ _ENVELOPE_ARROW = pa.schema(
         ("sent_timestamp", pa.int64()),
         ("receive_count", pa.int64()),
         ("body", pa.string()),
+        ("replay_token", pa.string()),
     ]
 )
 _ENVELOPE_PARSE = pj.ParseOptions(explicit_schema=_ENVELOPE_ARROW, unexpected_field_behavior="ignore")
@@ -229,6 +241,7 @@ def raw_table(
         "sent_timestamp": sent,
         "receive_count": envelopes["receive_count"],
         "body": envelopes["body"],
+        "replay_token": envelopes["replay_token"],
     }
     try:
         return pa.table([pc.cast(columns[f.name], f.type) for f in schema], schema=schema)

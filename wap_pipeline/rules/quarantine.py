@@ -1,5 +1,8 @@
 """The quarantine filter: ``NOT (id IN quarantine AND is_replay == false)`` (FMEA 4.4).
 
+``is_replay`` here is whether the row is a replay data-patcher issued (its grant verified, see
+:mod:`wap_pipeline.rules.replays`), never what a producer claimed.
+
 Every record has a *quarantine id*, so every record can be masked: its ``event_id`` when that is
 usable as a key (a non-blank string of at most 128 characters without control characters), else
 ``message:<original SQS message id>`` -- a record with no event_id, a number for one, or a
@@ -42,7 +45,7 @@ def quarantine_ids(event_ids: pa.Array | pa.ChunkedArray, original_message_ids: 
 def quarantine_mask(
     rows: pa.Table, quarantined_ids: Collection[str], id_column: str = RECORD_ID_COLUMN
 ) -> pa.Array:
-    """True for rows to skip: a quarantined id on a copy that is not a replay."""
+    """True for rows to skip: a quarantined id on a copy that is not a (verified) replay."""
     if not quarantined_ids or rows.num_rows == 0:
         return pa.array([False] * rows.num_rows, type=pa.bool_())
     value_set = pa.array(list(quarantined_ids), type=pa.string())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +29,7 @@ from pyiceberg.types import BooleanType, DoubleType, IntegerType, LongType, Stri
 
 from wap_pipeline.rules.envelope import json_object
 from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN, quarantine_ids, quarantine_mask
+from wap_pipeline.rules.replays import ReplayGrant, granted_tokens, replay_claims, tokens_of, verified_replays
 
 # JSON value types accepted for each Iceberg column type (None is always accepted).
 _ACCEPTED_JSON_TYPES: dict[type, tuple[type, ...]] = {
@@ -164,6 +165,12 @@ class StandardizeResult:
     """Standardized columns (no invalid_flag / invalid_reasons yet) plus ``_parse_reasons``."""
     skipped: pa.Table
     """Lineage of the raw rows masked by the quarantine (record id, message id, file, line)."""
+    unauthorized_replays: pa.Table
+    """Lineage of the rows that claim to be replays without data-patcher's grant (masked or not)."""
+
+
+Grants = Mapping[str, ReplayGrant]
+"""data-patcher's replay grants by token: at least those of the tokens the raw rows carry."""
 
 
 def _split_quarantined(
@@ -173,32 +180,47 @@ def _split_quarantined(
     One definition for the row-by-row and the vectorised paths."""
     skip = quarantine_mask(pa.table({RECORD_ID_COLUMN: record_ids, "is_replay": is_replay}), quarantined_ids)
     keep = pc.invert(skip)
-    skipped = (
-        raw.filter(skip)
+    return raw.filter(keep), keep, _lineage(raw, record_ids, skip)
+
+
+def _lineage(raw: pa.Table, record_ids: pa.Array, rows: pa.Array) -> pa.Table:
+    return (
+        raw.filter(rows)
         .select(["message_id", "landing_file_key", "line_number"])
-        .append_column(RECORD_ID_COLUMN, record_ids.filter(skip))
+        .append_column(RECORD_ID_COLUMN, record_ids.filter(rows))
     )
-    return raw.filter(keep), keep, skipped
+
+
+def _replays(
+    raw: pa.Table, record_ids: pa.Array, body_flags: pa.Array | pa.ChunkedArray, grants: Grants
+) -> tuple[pa.Array, pa.Table]:
+    """(which rows are replays data-patcher granted, lineage of the rows that only claim to be).
+    A claim is the envelope's ``is_replay`` (attribute or body field, as the forwarder read it), the
+    body's own ``is_replay``, or a token. One definition for both paths."""
+    tokens = tokens_of(raw)
+    verified = verified_replays(tokens, record_ids, raw["body"], grants)
+    claimed = replay_claims(raw["is_replay"], body_flags, pc.is_valid(tokens))
+    return verified, _lineage(raw, record_ids, pc.and_(claimed, pc.invert(verified)))
 
 
 def _identities(raw: pa.Table, payloads: list[dict | None]) -> tuple[pa.Array, pa.Array]:
-    """Each raw row's quarantine id and whether it is a replay (flag on the envelope or in the body)."""
+    """Each raw row's quarantine id and its body's own ``is_replay`` claim."""
     event_ids = [
         p.get("event_id") if p is not None and isinstance(p.get("event_id"), str) else None for p in payloads
     ]
-    is_replay = [
-        bool(r) or (p is not None and p.get("is_replay") is True)
-        for r, p in zip(raw["is_replay"].to_pylist(), payloads, strict=True)
-    ]
+    body_flags = [p is not None and p.get("is_replay") is True for p in payloads]
     return quarantine_ids(pa.array(event_ids, pa.string()), raw["original_message_id"]), pa.array(
-        is_replay, pa.bool_()
+        body_flags, pa.bool_()
     )
 
 
-def quarantine_split(raw: pa.Table, quarantined_ids: Collection[str]) -> tuple[pa.Table, pa.Array]:
+def quarantine_split(
+    raw: pa.Table, quarantined_ids: Collection[str], grants: Grants | None = None
+) -> tuple[pa.Table, pa.Array]:
     """(raw rows the quarantine lets through, their quarantine ids) -- the filter :func:`standardize`
     applies, for callers that audit rows one by one (``data-patcher failures``)."""
-    record_ids, is_replay = _identities(raw, [json_object(body) for body in raw["body"].to_pylist()])
+    record_ids, body_flags = _identities(raw, [json_object(body) for body in raw["body"].to_pylist()])
+    is_replay, _ = _replays(raw, record_ids, body_flags, grants or {})
     kept, keep, _ = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     return kept, record_ids.filter(keep)
 
@@ -208,22 +230,27 @@ def standardize(
     fields: dict[str, object],
     standardized_at: datetime,
     quarantined_ids: Collection[str] = (),
+    grants: Grants | None = None,
 ) -> StandardizeResult:
     """Parse each raw body into the table's typed fields, carrying lineage.
 
-    Rows whose record id is quarantined (and that are not replays) are set aside first, so that a
-    quarantined record can never stop a batch, whatever is wrong with it. Problems found while
-    parsing go into a ``_parse_reasons`` list column, which the audit folds into ``invalid_reasons``.
-    Raises :class:`SchemaMismatchError` when any remaining record does not fit the schema.
+    Rows whose record id is quarantined (and that are not replays data-patcher granted, see
+    :mod:`wap_pipeline.rules.replays`) are set aside first, so that a quarantined record can never
+    stop a batch, whatever is wrong with it. ``is_replay`` of a row is whether it is such a replay.
+    Problems found while parsing go into a ``_parse_reasons`` list column, which the audit folds
+    into ``invalid_reasons``. Raises :class:`SchemaMismatchError` when any remaining record does not
+    fit the schema.
     """
+    grants = grants or {}
     fast = _parse_vectorised(raw, fields)
     if fast is not None:
         try:
-            return _standardize_vectorised(raw, fields, standardized_at, quarantined_ids, fast)
+            return _standardize_vectorised(raw, fields, standardized_at, quarantined_ids, grants, fast)
         except pa.ArrowException:
             pass  # a value Arrow will not convert (an int beyond int32...): the definition decides
     payloads = [json_object(body) for body in raw["body"].to_pylist()]
-    record_ids, is_replay = _identities(raw, payloads)
+    record_ids, body_flags = _identities(raw, payloads)
+    is_replay, unauthorized = _replays(raw, record_ids, body_flags, grants)
     raw, keep, skipped = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     kept = pc.indices_nonzero(keep).to_pylist()
     payloads = [payloads[i] for i in kept]
@@ -273,7 +300,7 @@ def standardize(
     arrays["is_replay"] = is_replay
     arrays["standardized_at"] = pa.array([standardized_at] * raw.num_rows, type=pa.timestamp("us", tz="UTC"))
     arrays[PARSE_REASONS_COLUMN] = pa.array(parse_reasons, type=pa.list_(pa.string()))
-    return StandardizeResult(rows=pa.table(arrays), skipped=skipped)
+    return StandardizeResult(rows=pa.table(arrays), skipped=skipped, unauthorized_replays=unauthorized)
 
 
 def standardize_chunks(
@@ -281,18 +308,23 @@ def standardize_chunks(
     fields: dict[str, object],
     standardized_at: datetime,
     quarantined_ids: Collection[str] = (),
+    grants_of: Callable[[list[str]], Grants] | None = None,
 ) -> Iterator[StandardizeResult]:
     """:func:`standardize` one chunk of raw rows at a time, so a batch never has to be in memory.
 
-    Every step is row-local (quarantine filter, parse, parse reasons), so the rows are those of the
-    whole batch. A schema mismatch still describes the whole batch: once a chunk does not fit, the
-    remaining chunks are only checked (nothing more is yielded) and one error naming every field is
-    raised at the end -- the caller must not commit what it took from the earlier chunks.
+    Every step is row-local (quarantine filter, replay grants, parse, parse reasons), so the rows are
+    those of the whole batch. ``grants_of(tokens)`` gives the grants of a chunk's replay tokens (it
+    is asked only for chunks that carry some). A schema mismatch still describes the whole batch:
+    once a chunk does not fit, the remaining chunks are only checked (nothing more is yielded) and one
+    error naming every field is raised at the end -- the caller must not commit what it took from
+    the earlier chunks.
     """
     errors: list[SchemaMismatchError] = []
     for chunk in chunks:
+        tokens = granted_tokens(chunk)
+        grants = grants_of(tokens) if tokens and grants_of is not None else {}
         try:
-            result = standardize(chunk, fields, standardized_at, quarantined_ids)
+            result = standardize(chunk, fields, standardized_at, quarantined_ids, grants)
         except SchemaMismatchError as error:
             errors.append(error)
             continue
@@ -399,10 +431,11 @@ def _standardize_vectorised(
     fields: dict[str, object],
     standardized_at: datetime,
     quarantined_ids: Collection[str],
+    grants: Grants,
     parsed: pa.Table,
 ) -> StandardizeResult:
     record_ids = quarantine_ids(parsed["event_id"], raw["original_message_id"])
-    is_replay = pc.or_(pc.fill_null(raw["is_replay"], False), pc.fill_null(parsed["is_replay"], False))
+    is_replay, unauthorized = _replays(raw, record_ids, parsed["is_replay"], grants)
     raw, keep, skipped = _split_quarantined(raw, record_ids, is_replay, quarantined_ids)
     parsed = parsed.filter(keep)
     count = raw.num_rows
@@ -429,4 +462,4 @@ def _standardize_vectorised(
         if reasons is not None
         else pa.ListArray.from_arrays(pa.array([0] * (count + 1), pa.int32()), pa.array([], pa.string()))
     )
-    return StandardizeResult(rows=pa.table(arrays), skipped=skipped)
+    return StandardizeResult(rows=pa.table(arrays), skipped=skipped, unauthorized_replays=unauthorized)

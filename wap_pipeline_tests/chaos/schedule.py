@@ -118,22 +118,13 @@ def _schedule_env(server: Settings, proxy: FaultProxy, state: Path) -> dict[str,
     }
 
 
-def _send(settings: Settings, messages: list[Message], replay: bool = False) -> None:
+def _send(settings: Settings, messages: list[Message]) -> None:
     """Send bodies as the producer does. The ledger counts each logical message once: a duplicate
-    delivery is the same message again, a replay is a re-injected copy (ledger kind ``replay``)."""
+    delivery is the same message again."""
     if not messages:
         return
     sqs = aws.client("sqs", settings)
-    url = queue_url(sqs, settings.queue_name)
-    if replay:
-        bodies = [orjson.dumps(m.fixed).decode() for m in messages]
-        attributes = [
-            {"is_replay": "true", "original_message_id": f"orig-{m.fixed['event_id']}"} for m in messages
-        ]
-        send_bodies(sqs, url, bodies, attributes)
-        record_sent(settings, len(messages), kind="replay")
-        return
-    send_bodies(sqs, url, [m.body for m in messages])
+    send_bodies(sqs, queue_url(sqs, settings.queue_name), [m.body for m in messages])
     # A duplicate delivery and a correction (a new version of an event) add no message to account for.
     record_sent(settings, sum(1 for m in messages if m.kind not in ("duplicate", "correction")))
 
@@ -166,6 +157,22 @@ class ConflictingWriter(threading.Thread):
                 self.commits += 1
             except Exception:  # lost the race to one of ours: that is the point
                 continue
+
+
+def _claim_replays(settings: Settings, messages: list[Message]) -> None:
+    """A producer sends the fixed copies itself with ``is_replay=true``: no data-patcher grant, so the
+    quarantine keeps masking them. The same events again, not new messages (not in the ledger)."""
+    sqs = aws.client("sqs", settings)
+    bodies = [orjson.dumps(m.fixed).decode() for m in messages]
+    send_bodies(sqs, queue_url(sqs, settings.queue_name), bodies, [{"is_replay": "true"} for _ in messages])
+
+
+def _replay(operator: Operator, state: Path, messages: list[Message]) -> list[str]:
+    """The fixed copies, re-injected as replays the documented way: `data-patcher replay FILE`."""
+    fixed = state / "fixed-records.ndjson"
+    fixed.write_bytes(b"".join(orjson.dumps(m.fixed) + b"\n" for m in messages))
+    code, _ = operator.patcher("replay", str(fixed), "--reason", "fixed copies of quarantined records")
+    return [] if code == 0 else [f"data-patcher replay exited {code}"]
 
 
 def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
@@ -380,7 +387,8 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
             outcome.violations += recover(operator, settings)
             replays = [m for m in plan.all_messages() if m.fixed is not None]
             if replays and not outcome.violations:
-                _send(settings, replays, replay=True)  # fixed copies, re-injected with is_replay=true
+                _claim_replays(settings, replays)  # must stay masked
+                outcome.violations += _replay(operator, state, replays)
                 outcome.violations += recover(operator, settings)
             if plan.maintain_at == "after_recovery" and not outcome.violations:
                 operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")

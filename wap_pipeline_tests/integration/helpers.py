@@ -13,6 +13,7 @@ from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine
+from wap_pipeline.resources.replay_grants import ReplayGrants
 from wap_pipeline.settings import Settings
 from wap_pipeline.state import record_sent
 
@@ -59,6 +60,10 @@ def breaker_state(settings: Settings) -> BreakerState:
 
 def quarantine(settings: Settings) -> Quarantine:
     return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
+
+
+def replay_grants(settings: Settings) -> ReplayGrants:
+    return ReplayGrants(aws.client("dynamodb", settings), settings.replay_grants_table)
 
 
 def check_evaluations(asset: list[str], check_name: str) -> list:

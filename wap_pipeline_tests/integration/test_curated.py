@@ -3,6 +3,7 @@
 import json
 from datetime import datetime
 
+import orjson
 import pyarrow as pa
 import pytest
 from dagster import DagsterInstance
@@ -62,7 +63,7 @@ def test_checks_pass_with_metadata_and_daily_totals_match_curated(stack):
     assert freshness[0].metadata["pending_batches"].value == 0
 
 
-def test_a_replay_supersedes_a_published_original_once_and_totals_follow(stack):
+def test_a_replay_supersedes_a_published_original_once_and_totals_follow(stack, tmp_path):
     events = make_events(12, seed=61)
     original = events[4]
     send(stack, events)
@@ -70,17 +71,9 @@ def test_a_replay_supersedes_a_published_original_once_and_totals_follow(stack):
     # Found wrong after publishing: quarantine it and re-inject the corrected copy as a replay.
     patcher("quarantine", "add", original["event_id"], "--reason", "amount wrong at source")
     corrected = {**original, "amount_minor": original["amount_minor"] + 1}
-    send(
-        stack,
-        [corrected],
-        [
-            {
-                "is_replay": "true",
-                "original_message_id": "m-orig",
-                "idempotency_key": original["idempotency_key"],
-            }
-        ],
-    )
+    fixed = tmp_path / "fixed.ndjson"
+    fixed.write_bytes(orjson.dumps(corrected) + b"\n")
+    patcher("replay", str(fixed), "--reason", "amount corrected")
     run_cli("run", "--until-idle")
 
     counts = curated_key_counts(stack)

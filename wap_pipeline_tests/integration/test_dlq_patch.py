@@ -94,6 +94,7 @@ def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack
     raw = tables(stack)["raw"].scan().to_arrow().to_pylist()
     replays = {r["original_message_id"]: r for r in raw if r["is_replay"]}
     assert set(replays) == {ids[k] for k in ("tab", "bom", "comma", "nel")}
+    assert all(r["replay_token"] for r in replays.values()), "each one granted (the Lambda's too)"
     assert orjson.loads(replays[ids["tab"]]["body"])["currency"] == "USD"
     assert json.loads(run_cli("status", "--json", "--check").stdout)["identity_holds"] is True
 

@@ -10,7 +10,7 @@ from wap_pipeline.events import make_events
 from wap_pipeline.ingest.dlq import browse
 from wap_pipeline.provision import queue_url
 from wap_pipeline_tests.integration.cli import patcher
-from wap_pipeline_tests.integration.helpers import assert_calls_allowed, land_file, quarantine
+from wap_pipeline_tests.integration.helpers import assert_calls_allowed, land_file, quarantine, replay_grants
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +114,7 @@ def test_secure_clean_refuses_other_queues_dry_runs_and_never_injects_an_invalid
     assert document["outcome"]["injected"] == 1 and document["outcome"]["summary"]["unchanged"] == 2
     (replay,) = queued(stack, "patch-staging")
     assert replay.message_id == document["records"][1]["new_message_id"]
+    assert replay_grants(stack).lookup([replay.attributes.pop("replay_token")]), "granted before it was sent"
     assert replay.attributes == {
         "is_replay": "true",
         "original_message_id": ids[1],

@@ -16,6 +16,7 @@ from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest.dlq import browse
 from wap_pipeline.provision import queue_url
+from wap_pipeline.rules.replays import body_sha256
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import (
     assert_calls_allowed,
@@ -23,6 +24,7 @@ from wap_pipeline_tests.integration.helpers import (
     curated_key_counts,
     land_file,
     quarantine,
+    replay_grants,
     tables,
 )
 
@@ -78,12 +80,20 @@ def test_inspect_secure_clean_resume_as_the_spec_walks_through_it(stack, tmp_pat
     assert f"- idempotency_key: {bad['idempotency_key']} [preserved]" in cleaned
     sqs = aws.client("sqs", stack)
     (replay,) = browse(sqs, queue_url(sqs, stack.queue_name))
+    token = replay.attributes.pop("replay_token")
     assert replay.attributes == {
         "is_replay": "true",
         "original_message_id": message_ids[BAD_LINE - 1],
         "idempotency_key": bad["idempotency_key"],
     }
     assert orjson.loads(replay.body) == {**bad, "currency": "EUR"}
+    # Only data-patcher's grant makes it a replay: bound to this record and this very body.
+    (grant,) = replay_grants(stack).lookup([token]).values()
+    assert (grant.quarantine_id, grant.body_sha256, grant.granted_by) == (
+        bad["event_id"],
+        body_sha256(replay.body),
+        "support-bob",
+    )
     # The source is untouched; the cleaned copy is under the patches prefix; the original is masked.
     assert s3.head_object(Bucket=stack.landing_bucket, Key=key)["ETag"] == source_etag
     (patch,) = s3.list_objects_v2(Bucket=stack.landing_bucket, Prefix=stack.patches_prefix)["Contents"]

@@ -29,7 +29,9 @@ from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import EngineResource
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine
+from wap_pipeline.resources.replay_grants import ReplayGrants
 from wap_pipeline.rules.envelope import raw_rows
+from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests.wap_cases import raw_batch
 
@@ -57,8 +59,25 @@ def landing_records(events: list[dict], batch_id: str, replays: frozenset[int] =
             "receive_count": 1,
             "body": orjson.dumps(event).decode(),
         }
+        if i in replays:
+            record["replay_token"] = f"token-{batch_id}-{i}"
         lines.append(orjson.dumps(record))
     return b"\n".join(lines) + b"\n"
+
+
+def replay_grants_of(landed: dict[str, bytes]) -> list[ReplayGrant]:
+    """data-patcher's grants for the replays among the landed records, as it writes them before sending."""
+    grants = []
+    for data in landed.values():
+        for line in data.splitlines():
+            record = orjson.loads(line)
+            if record.get("replay_token"):
+                body = record["body"]
+                event_id = orjson.loads(body)["event_id"]
+                grants.append(
+                    ReplayGrant(record["replay_token"], event_id, body_sha256(body), "test", "-", "parity")
+                )
+    return grants
 
 
 @functools.cache
@@ -110,6 +129,7 @@ def use_catalog(stack, tmp_path, monkeypatch):
     """Point the process at a fresh catalog (and breaker) of its own; returns its settings."""
     monkeypatch.delenv("WAP_ENGINE", raising=False)
     Quarantine(aws.client("dynamodb", stack), stack.quarantine_table).add("evt_quarantined", reason="test")
+    ReplayGrants(aws.client("dynamodb", stack), stack.replay_grants_table).grant(replay_grants_of(batches()))
 
     def use(name: str) -> Settings:
         monkeypatch.setenv("WAP_STATE_DIR", str(tmp_path / name))
@@ -207,6 +227,10 @@ def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtim
     assert arrow["abandoned"] and arrow["breaker"].status == "RED" and arrow["breaker"].batch_id == "b3"
     assert len(arrow["standardized"]) == 40 + 18 - 1  # b2 minus the quarantined record
     assert len(arrow["curated"]) == 40 + 12
+    (replayed,) = [r for r in arrow["curated"] if r["event_id"] == "evt_replay"]
+    assert (replayed["is_replay"], replayed["amount_minor"]) == (True, 1), (
+        "granted: it superseded the original"
+    )
 
     # Parity: same outcomes, audit metadata, rows, failed branch, bookmark and published batches.
     assert spark["outcomes"] == arrow["outcomes"]

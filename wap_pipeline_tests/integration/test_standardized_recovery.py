@@ -2,6 +2,7 @@
 
 import json
 
+import orjson
 import pytest
 from dagster import DagsterInstance
 
@@ -54,7 +55,7 @@ def test_schema_mismatch_then_evolve_reset_and_redrive_publishes_the_same_files_
     assert tables(stack)["raw"].scan().to_arrow().num_rows == 30, "the same files, read again, not re-landed"
 
 
-def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
+def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack, tmp_path):
     events = make_events(25, seed=31)
     bad = events[10]
     fixed = dict(bad)
@@ -92,12 +93,11 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
     assert f"{wap.branch_name(batch, 1)}\tpublished" in listed
     assert "removed 0 branch(es)" in run_cli("branches", "cleanup").stdout, "retention has not passed"
 
-    # Re-inject the fixed record as a replay: it bypasses the quarantine in a later batch.
-    send(
-        stack,
-        [fixed],
-        [{"is_replay": "true", "original_message_id": "orig-1", "idempotency_key": fixed["idempotency_key"]}],
-    )
+    # Re-inject the fixed record as data-patcher's replay: it bypasses the quarantine in a later batch.
+    fixed_file = tmp_path / "fixed.ndjson"
+    fixed_file.write_bytes(orjson.dumps(fixed) + b"\n")
+    replayed = json.loads(patcher("--json", "replay", str(fixed_file), "--reason", "key restored").stdout)
+    (new_message_id,) = [r["new_message_id"] for r in replayed["records"]]
     run_cli("run", "--until-idle")
     counts = curated_key_counts(stack)
     assert counts[fixed["idempotency_key"]] == 1
@@ -107,7 +107,7 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack):
     assert max(counts.values()) == 1
     replay_rows = tables(stack)["curated"].scan().to_arrow().to_pylist()
     replay = next(r for r in replay_rows if r["event_id"] == fixed["event_id"])
-    assert replay["is_replay"] is True and replay["original_message_id"] == "orig-1"
+    assert replay["is_replay"] is True and replay["original_message_id"] == new_message_id
     assert breaker_state(stack).status == "GREEN"
     status = json.loads(run_cli("status", "--json", "--check").stdout)
     first, second = status["batches"]

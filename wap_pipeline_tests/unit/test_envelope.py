@@ -55,6 +55,20 @@ def test_replay_attributes_win_over_the_new_message_id():
     assert record["original_message_id"] == "orig-9"
     assert record["idempotency_key"] == "k-preserved"
     assert record["is_replay"] is True
+    assert "replay_token" not in record  # a claim only: no data-patcher grant travels with it
+
+
+def test_the_replay_token_travels_from_the_message_attribute_into_raw():
+    attributes = {"is_replay": "true", "replay_token": "tok-1"}
+    record = to_landing_record(message('{"event_id": "e1"}', attributes, message_id="new-1"))
+    assert record["replay_token"] == "tok-1"
+    (row,) = raw_rows(landing_line(record), "landing/x", "b1", datetime(2026, 11, 28, tzinfo=UTC))
+    assert row["replay_token"] == "tok-1" and row["is_replay"] is True
+    # A landing line with a token that is not a string has none.
+    (row,) = raw_rows(
+        b'{"body": "{}", "replay_token": 7}', "landing/x", "b1", datetime(2026, 11, 28, tzinfo=UTC)
+    )
+    assert row["replay_token"] is None
 
 
 @pytest.mark.parametrize(
@@ -105,7 +119,11 @@ def _forwarded(count: int) -> bytes:
     lines = []
     for n in range(count):
         body = orjson.dumps({"event_id": f"e{n}", "idempotency_key": f"k{n}", "note": 'quote " é \\n'})
-        attrs = {"is_replay": "true", "original_message_id": "orig"} if n % 3 == 0 else None
+        attrs = (
+            {"is_replay": "true", "original_message_id": "orig", "replay_token": f"t{n}"}
+            if n % 3 == 0
+            else None
+        )
         lines.append(landing_line(to_landing_record(message(body.decode(), attrs, message_id=f"m{n}"))))
     return b"".join(lines)
 
@@ -118,6 +136,7 @@ def _forwarded(count: int) -> bytes:
         _forwarded(2) + b"\n" + _forwarded(2),  # a blank line keeps its line number
         _forwarded(2) + b'{"message_id": "x", "body": 42}\n',  # body of the wrong type
         _forwarded(2) + b'{"message_id": "x", "body": "b", "is_replay": "yes"}\n',
+        _forwarded(2) + b'{"message_id": "x", "body": "b", "replay_token": ["t"]}\n',
         _forwarded(2) + b'{"message_id": "x"}\n',  # no body
         _forwarded(2) + b'{"body": "a"}{"body": "b"}\n',  # two objects on one line
         _forwarded(2).rstrip(b"\n"),  # no trailing newline

@@ -46,3 +46,24 @@ def test_the_audit_log_cannot_be_rewritten():
     assert not allowed(policy, "dynamodb:DeleteItem", table) and not allowed(
         policy, "dynamodb:UpdateItem", table
     )
+
+
+def test_only_the_patcher_role_can_grant_replays():
+    """A replay bypasses the quarantine only with a grant: the pipeline role may read grants, never write."""
+    grants = "arn:aws:dynamodb:{region}:{account}:table/wap-replay-grants"
+    patcher = json.loads(POLICY.read_text())
+    pipeline = json.loads((POLICY.parent / "pipeline-policy.json").read_text())
+    assert allowed(patcher, "dynamodb:PutItem", grants)
+    assert not allowed(patcher, "dynamodb:DeleteItem", grants) and not allowed(
+        patcher, "dynamodb:UpdateItem", grants
+    )
+    assert allowed(pipeline, "dynamodb:BatchGetItem", grants)
+    assert not any(
+        allowed(pipeline, action, grants)
+        for action in (
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:DeleteItem",
+        )
+    )

@@ -7,13 +7,16 @@ import pytest
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA, STANDARDIZED_SCHEMA, payload_fields
 from wap_pipeline.rules.audit import count_invalid, tag_invalid
+from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline.rules.standardize import SchemaMismatchError, standardize, standardize_chunks
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 FIELDS = payload_fields(STANDARDIZED_SCHEMA)
 
 
-def raw_table(payloads: list, replay: list[bool] | None = None) -> pa.Table:
+def raw_table(
+    payloads: list, replay: list[bool] | None = None, tokens: list[str | None] | None = None
+) -> pa.Table:
     rows = []
     for i, payload in enumerate(payloads):
         body = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
@@ -30,6 +33,7 @@ def raw_table(payloads: list, replay: list[bool] | None = None) -> pa.Table:
                 "receive_count": 1,
                 "body": body,
                 "ingested_at": NOW,
+                "replay_token": tokens[i] if tokens else None,
             }
         )
     return pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow())
@@ -38,6 +42,13 @@ def raw_table(payloads: list, replay: list[bool] | None = None) -> pa.Table:
 def audited(payloads: list, quarantined=(), replay=None):
     result = standardize(raw_table(payloads, replay), FIELDS, NOW, quarantined)
     return tag_invalid(result.rows, NOW), result.skipped
+
+
+def grant(token: str, event: dict | str, quarantine_id: str | None = None) -> ReplayGrant:
+    """data-patcher's grant for sending ``event`` as a replay with ``token``."""
+    body = event if isinstance(event, str) else orjson.dumps(event).decode()
+    quarantine_id = quarantine_id or orjson.loads(body)["event_id"]
+    return ReplayGrant(token, quarantine_id, body_sha256(body), "support-bob", NOW.isoformat(), "p1")
 
 
 def test_generated_events_are_all_valid_and_typed():
@@ -118,18 +129,80 @@ def test_booleans_are_not_accepted_as_integers():
         audited([event])
 
 
-def test_quarantine_masks_originals_but_lets_replays_through():
+def test_quarantine_masks_originals_but_lets_granted_replays_through():
     original, replay, other = make_events(3, seed=5, now=NOW)
     replay["event_id"] = original["event_id"]
     original["idempotency_key"] = None  # the broken copy
-    rows, skipped = audited(
-        [original, replay, other], quarantined={original["event_id"]}, replay=[False, True, False]
-    )
-    assert skipped["event_id"].to_pylist() == [original["event_id"]]
-    assert skipped["message_id"].to_pylist() == ["m0"]
+    raw = raw_table([original, replay, other], replay=[False, True, False], tokens=[None, "t1", None])
+    result = standardize(raw, FIELDS, NOW, {original["event_id"]}, {"t1": grant("t1", replay)})
+    assert result.skipped["event_id"].to_pylist() == [original["event_id"]]
+    assert result.skipped["message_id"].to_pylist() == ["m0"]
+    rows = tag_invalid(result.rows, NOW)
     assert rows.num_rows == 2
     assert count_invalid(rows).invalid_rows == 0
     assert rows["is_replay"].to_pylist() == [True, False]
+    assert result.unauthorized_replays.num_rows == 0
+
+
+def test_an_unsigned_is_replay_stays_masked_and_is_counted():
+    original, copy, other = make_events(3, seed=5, now=NOW)
+    copy["event_id"] = original["event_id"]
+    raw = raw_table([original, copy, other], replay=[False, True, True])
+    result = standardize(raw, FIELDS, NOW, {original["event_id"]})
+    assert result.skipped["message_id"].to_pylist() == ["m0", "m1"]
+    # The claim on a record that is not quarantined changes nothing but is counted too.
+    assert result.rows["is_replay"].to_pylist() == [False]
+    assert result.unauthorized_replays["message_id"].to_pylist() == ["m1", "m2"]
+    assert result.unauthorized_replays["event_id"].to_pylist() == [original["event_id"], other["event_id"]]
+
+
+def test_is_replay_in_the_payload_is_ignored_and_counted():
+    event = make_events(1, seed=8, now=NOW)[0]
+    event["is_replay"] = True
+    result = standardize(raw_table([event]), FIELDS, NOW, {event["event_id"]})
+    assert result.skipped.num_rows == 1 and result.rows.num_rows == 0
+    assert result.unauthorized_replays["message_id"].to_pylist() == ["m0"]
+    unquarantined = standardize(raw_table([event]), FIELDS, NOW)
+    assert unquarantined.rows["is_replay"].to_pylist() == [False]
+    assert unquarantined.unauthorized_replays.num_rows == 1
+
+
+def test_a_token_counts_only_for_the_record_and_body_it_was_granted_for():
+    events = make_events(4, seed=9, now=NOW)
+    granted = events[0]
+    tampered = {**granted, "amount_minor": granted["amount_minor"] + 1}
+    grants = {
+        "good": grant("good", granted),
+        "other-id": grant("other-id", events[1], quarantine_id="evt_someone_else"),
+    }
+    payloads = [granted, tampered, events[1], events[2], events[3]]
+    tokens = ["good", "good", "other-id", "unknown", None]
+    quarantined = {e["event_id"] for e in events}
+    raw = raw_table(payloads, replay=[True] * 5, tokens=tokens)
+    result = standardize(raw, FIELDS, NOW, quarantined, grants)
+    assert result.rows["message_id"].to_pylist() == ["m0"]  # the granted body, under the granted id
+    assert result.rows["is_replay"].to_pylist() == [True]
+    assert result.skipped["message_id"].to_pylist() == ["m1", "m2", "m3", "m4"]
+    assert result.unauthorized_replays["message_id"].to_pylist() == ["m1", "m2", "m3", "m4"]
+    # A token without is_replay is a claim too; granted, it is a replay all the same.
+    alone = standardize(raw_table([granted], tokens=["good"]), FIELDS, NOW, quarantined, grants)
+    assert alone.rows["is_replay"].to_pylist() == [True] and alone.unauthorized_replays.num_rows == 0
+
+
+def test_chunks_ask_for_the_grants_of_their_own_tokens_only():
+    events = make_events(6, seed=12, now=NOW)
+    raw = raw_table(events, tokens=[None, None, None, "t4", None, None])
+    asked: list[list[str]] = []
+
+    def grants_of(tokens: list[str]) -> dict:
+        asked.append(tokens)
+        return {"t4": grant("t4", events[3])}
+
+    chunks = [raw.slice(0, 3), raw.slice(3, 3)]
+    results = list(standardize_chunks(chunks, FIELDS, NOW, {events[3]["event_id"]}, grants_of))
+    assert asked == [["t4"]]
+    assert [r.rows.num_rows for r in results] == [3, 3]
+    assert results[1].rows["is_replay"].to_pylist() == [True, False, False]
 
 
 def test_quarantine_masks_records_that_would_break_the_schema():
@@ -138,14 +211,6 @@ def test_quarantine_masks_records_that_would_break_the_schema():
     rows, skipped = audited([bad], quarantined={bad["event_id"]})
     assert rows.num_rows == 0
     assert skipped.num_rows == 1
-
-
-def test_is_replay_in_the_payload_counts_as_replay():
-    event = make_events(1, seed=8, now=NOW)[0]
-    event["is_replay"] = True
-    rows, skipped = audited([event], quarantined={event["event_id"]})
-    assert skipped.num_rows == 0
-    assert rows["is_replay"].to_pylist() == [True]
 
 
 def _variants() -> list[tuple[list, list[bool] | None, tuple]]:
@@ -182,12 +247,17 @@ def test_the_vectorised_parse_gives_exactly_the_rows_of_the_definition(
 ):
     from wap_pipeline.rules import standardize as module
 
-    raw = raw_table(payloads, replay)
-    fast = standardize(raw, FIELDS, NOW, quarantined)
+    # Rows flagged as replays carry a token; every other one of those is granted.
+    claims = [i for i in range(len(payloads)) if replay and replay[i]]
+    tokens = [f"t{i}" if i in claims else None for i in range(len(payloads))]
+    grants = {f"t{i}": grant(f"t{i}", payloads[i]) for i in claims[::2]}
+    raw = raw_table(payloads, replay, tokens)
+    fast = standardize(raw, FIELDS, NOW, quarantined, grants)
     monkeypatch.setattr(module, "_parse_vectorised", lambda raw, fields: None)
-    slow = standardize(raw, FIELDS, NOW, quarantined)
+    slow = standardize(raw, FIELDS, NOW, quarantined, grants)
     assert fast.rows.equals(slow.rows)
     assert fast.skipped.equals(slow.skipped)
+    assert fast.unauthorized_replays.equals(slow.unauthorized_replays)
 
 
 def test_batches_producers_send_take_the_vectorised_path():
