@@ -84,6 +84,7 @@ def record_calls(client, path: str) -> None:
             "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
             "table": params.get("TableName") or _table_of_many(params),
             "stream": params.get("DeliveryStreamName"),
+            "topic": (params.get("TopicArn") or "").rsplit(":", 1)[-1] or None,
         }
         with open(path, "a") as log:
             log.write(json.dumps(call) + "\n")

@@ -27,7 +27,7 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
-from wap_pipeline.sensors import landing_sensor, sqs_sensor
+from wap_pipeline.sensors import alerts_sensor, landing_sensor, sqs_sensor
 
 RESOURCES = {
     "aws": AwsResource(),
@@ -50,6 +50,6 @@ defs = Definitions(
     asset_checks=[curated_keys_unique, curated_row_accounting, curated_freshness],
     jobs=[ingest_job, pipeline_job, maintenance_job, operations_job],
     schedules=[maintenance_schedule, operations_schedule],
-    sensors=[sqs_sensor, landing_sensor],
+    sensors=[sqs_sensor, landing_sensor, alerts_sensor],
     resources=RESOURCES,
 )

@@ -82,6 +82,28 @@ def _ensure_delivery_stream(firehose, settings: Settings) -> None:
     )
 
 
+def alerts_local_queue(settings: Settings) -> str:
+    """The queue subscribed to the alerts topic in the local profile (on AWS: email, chat; docs/deploy.md)."""
+    return f"{settings.alerts_topic}-local"
+
+
+def _ensure_alerts_topic(sns, sqs, settings: Settings) -> str:
+    """The alerts topic (CreateTopic is idempotent); locally, an SQS queue subscribed to it."""
+    topic_arn = sns.create_topic(Name=settings.alerts_topic)["TopicArn"]
+    if settings.is_local:
+        url = _ensure_queue(sqs, alerts_local_queue(settings), {})
+        queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        subscribed = {
+            s["Endpoint"]
+            for s in sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
+        }
+        if queue_arn not in subscribed:
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return topic_arn
+
+
 def provision(settings: Settings) -> dict[str, str]:
     """Create (or confirm) every resource; returns what exists, by role."""
     sqs = aws.client("sqs", settings)
@@ -109,6 +131,7 @@ def provision(settings: Settings) -> dict[str, str]:
     _ensure_table(dynamodb, settings.quarantine_table, "record_id")
     _ensure_table(dynamodb, settings.audit_table, "entry_id")
     _ensure_table(dynamodb, settings.replay_grants_table, "token")
+    topic_arn = _ensure_alerts_topic(aws.client("sns", settings), sqs, settings)
     return {
         "queue": source_url,
         "dlq": dlq_url,
@@ -119,4 +142,5 @@ def provision(settings: Settings) -> dict[str, str]:
         "quarantine_table": settings.quarantine_table,
         "audit_table": settings.audit_table,
         "replay_grants_table": settings.replay_grants_table,
+        "alerts_topic": topic_arn,
     }

@@ -40,7 +40,7 @@ from wap_pipeline.definitions import RESOURCES, defs
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.jobs import OPERATIONS_JOB, PIPELINE_JOB
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.sensors import landing_sensor, sqs_sensor
+from wap_pipeline.sensors import alerts_sensor, landing_sensor, sqs_sensor
 
 CODE_LOCATION = "wap_pipeline"
 DEFINITIONS_MODULE = "wap_pipeline.definitions"
@@ -339,6 +339,7 @@ def run_until_idle(
         report.rounds += 1
         launched = run_sensor_once(instance, sqs_sensor, report, log, log_level)
         launched += run_sensor_once(instance, landing_sensor, report, log, log_level)
+        run_sensor_once(instance, alerts_sensor, report, lambda message: None, log_level)
         if launched:
             continue
         producing = producer_active()

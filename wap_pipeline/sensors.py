@@ -19,8 +19,9 @@ from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
 from wap_pipeline.ingest.landing import LandingCursor, discover
 from wap_pipeline.jobs import INGEST_JOB, ingest_job, pipeline_job
+from wap_pipeline.operations.alerts import AlertCursor, alerts_due
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import AwsResource, IcebergCatalogResource
+from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
 
 _ACTIVE = [
     DagsterRunStatus.QUEUED,
@@ -88,3 +89,31 @@ def landing_sensor(context: SensorEvaluationContext, aws: AwsResource, catalog: 
         dynamic_partitions_requests=[landing_batches.build_add_request(new)] if new else [],
         cursor=discovery.cursor.to_json(),
     )
+
+
+@sensor(
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Publishes alerts to the SNS topic WAP_ALERTS_TOPIC: the breaker went RED (once per trip), the DLQ "
+        "grew, the forwarder paused for a Firehose outage. Subscribe email or chat to the topic."
+    ),
+)
+def alerts_sensor(context: SensorEvaluationContext, aws: AwsResource, breaker: CircuitBreakerResource):
+    settings = aws.settings()
+    try:
+        dlq_visible, dlq_in_flight = sqs_calls.depth(aws.client("sqs"), aws.queue_url(settings.dlq_name))
+        due, cursor = alerts_due(
+            AlertCursor.from_json(context.cursor),
+            breaker.breaker().state(),
+            forwarder_breaker(aws.client("dynamodb"), settings).state(),
+            dlq_visible + dlq_in_flight,
+        )
+        if due:
+            sns, topic = aws.client("sns"), aws.alerts_topic_arn()
+            for alert in due:
+                sns.publish(TopicArn=topic, Subject=alert.subject, Message=alert.message)
+    except (BotoCoreError, ClientError) as error:
+        return SkipReason(f"could not check or publish alerts, will retry: {error}")
+    context.update_cursor(cursor.to_json())
+    return SkipReason(f"published {len(due)} alert(s)" if due else "nothing new to announce")

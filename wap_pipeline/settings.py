@@ -46,6 +46,9 @@ class Settings:
     audit_table: str = "wap-operator-audit"
     # data-patcher's replay grants: only replays with a grant bypass the quarantine (rules/replays.py).
     replay_grants_table: str = "wap-replay-grants"
+    # SNS topic the alerts sensor publishes to (breaker trips, DLQ growth); locally also delivered to
+    # the SQS queue `<topic>-local`, subscribed by `provision`, so a delivery can be seen and tested.
+    alerts_topic: str = "wap-pipeline-alerts"
     pipeline_name: str = "standard_ingest"
     catalog_name: str = "wap"
     # Local state: SQLite catalog, warehouse, server pid/log, Dagster home.

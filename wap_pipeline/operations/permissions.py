@@ -94,6 +94,8 @@ def required_permission(call: dict, region: str = "{region}", account: str = "{a
         resource = f"arn:aws:dynamodb:{region}:{account}:table/{call['table']}"
     elif service == "firehose":
         resource = f"arn:aws:firehose:{region}:{account}:deliverystream/{call['stream']}"
+    elif service == "sns":
+        resource = f"arn:aws:sns:{region}:{account}:{call['topic']}"
     else:
         resource = "*"
     return action, resource

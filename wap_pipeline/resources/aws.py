@@ -22,6 +22,12 @@ class AwsResource(ConfigurableResource):
     def queue_url(self, name: str | None = None) -> str:
         return queue_url(self.client("sqs"), name or self.settings().queue_name)
 
+    def alerts_topic_arn(self) -> str:
+        """The alerts topic's ARN, built from the caller's account (GetCallerIdentity needs no permission)."""
+        settings = self.settings()
+        account = self.client("sts").get_caller_identity()["Account"]
+        return f"arn:aws:sns:{settings.region}:{account}:{settings.alerts_topic}"
+
     def batch_ids_after(self, last_batch_id: str) -> list[str]:
         """Every batch (manifest) id after ``last_batch_id``, oldest first: what a table's ledger may
         advance its watermark over (:meth:`wap.Ledger.with_batch`)."""
