@@ -345,12 +345,16 @@ def register_batches(instance, settings, cursor):
     from wap_pipeline import aws
     from wap_pipeline.ingest.landing import discover
     from wap_pipeline.partitions import landing_batches
+    from wap_pipeline.provision import queue_url
 
+    sqs = aws.client("sqs", settings)
     discovery = discover(
         aws.client("s3", settings),
+        sqs,
         settings.landing_bucket,
         settings.landing_prefix,
         settings.manifests_prefix,
+        queue_url(sqs, settings.landing_events_queue),
         cursor,
         settings.batch_max_files,
     )

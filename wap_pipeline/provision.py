@@ -82,6 +82,30 @@ def _ensure_delivery_stream(firehose, settings: Settings) -> None:
     )
 
 
+def _ensure_landing_notifications(s3, sqs, settings: Settings) -> str:
+    """S3 announces every object created under the landing prefix on the landing-events queue (the
+    configuration replaces the bucket's: this project owns the landing bucket). On AWS the queue's
+    policy must also let S3 send to it (docs/deploy.md)."""
+    url = _ensure_queue(sqs, settings.landing_events_queue, {"VisibilityTimeout": "60"})
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=settings.landing_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "landed-files",
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": settings.landing_prefix}]}
+                    },
+                }
+            ]
+        },
+    )
+    return url
+
+
 def alerts_local_queue(settings: Settings) -> str:
     """The queue subscribed to the alerts topic in the local profile (on AWS: email, chat; docs/deploy.md)."""
     return f"{settings.alerts_topic}-local"
@@ -125,6 +149,7 @@ def provision(settings: Settings) -> dict[str, str]:
     s3 = aws.client("s3", settings)
     for bucket in (settings.landing_bucket, settings.warehouse_bucket):
         _ensure_bucket(s3, bucket, settings.region)
+    events_url = _ensure_landing_notifications(s3, sqs, settings)
     _ensure_delivery_stream(aws.client("firehose", settings), settings)
     dynamodb = aws.client("dynamodb", settings)
     _ensure_table(dynamodb, settings.breaker_table, "pipeline")
@@ -135,6 +160,7 @@ def provision(settings: Settings) -> dict[str, str]:
     return {
         "queue": source_url,
         "dlq": dlq_url,
+        "landing_events": events_url,
         "stream": settings.stream_name,
         "landing": f"s3://{settings.landing_bucket}/{settings.landing_prefix}",
         "warehouse": f"s3://{settings.warehouse_bucket}/",

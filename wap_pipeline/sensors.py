@@ -61,7 +61,8 @@ def sqs_sensor(context: SensorEvaluationContext, aws: AwsResource):
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Groups newly landed Firehose files into batches: one partition and one run per batch. Manifests are "
+        "Groups the landed files S3 announced (ObjectCreated notifications on the landing-events queue) into "
+        "batches: one partition and one run per batch. Manifests are "
         "the truth: one left by a tick that died, or every one after a lost Dagster instance, is registered "
         "and requested again (the run key dedups) unless the batch is through the last layer."
     ),
@@ -72,14 +73,16 @@ def landing_sensor(context: SensorEvaluationContext, aws: AwsResource, catalog: 
     try:
         discovery = discover(
             aws.client("s3"),
+            aws.client("sqs"),
             settings.landing_bucket,
             settings.landing_prefix,
             settings.manifests_prefix,
+            aws.queue_url(settings.landing_events_queue),
             cursor,
             settings.batch_max_files,
         )
     except (BotoCoreError, ClientError) as error:
-        return SkipReason(f"landing bucket unreachable, will retry: {error}")
+        return SkipReason(f"landing bucket or landing-events queue unreachable, will retry: {error}")
     batches = [m.batch_id for m in discovery.manifests]
     new = [b for b in batches if not context.instance.has_dynamic_partition(landing_batches.name, b)]
     # A batch in the last layer's ledger is through every step: a re-run would change nothing.

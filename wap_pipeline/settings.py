@@ -28,6 +28,12 @@ class Settings:
     region: str = "us-east-1"
     queue_name: str = "ingest-events"
     dlq_name: str = "ingest-events-dlq"
+    # S3 ObjectCreated notifications of the landing prefix: how the landing sensor learns of new files.
+    landing_events_queue: str = "wap-landing-events"
+    # The reconciliation flags a landed object in no manifest once it is this old (a notification
+    # lost), looking back this far (Firehose retries a delivery for up to 24 hours).
+    reconcile_after_minutes: int = 15
+    reconcile_window_hours: int = 48
     max_receive_count: int = 3
     # Short locally so malformed messages reach the DLQ in seconds; set it higher on AWS.
     visibility_timeout_s: int = 5

@@ -4,13 +4,23 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
 from wap_pipeline.ingest.landing import Manifest, read_landed_files, read_manifest
+from wap_pipeline.ingest.reconcile import unannounced
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
 from wap_pipeline.rules.envelope import raw_table
@@ -87,3 +97,30 @@ def raw_events(
                 "landed_at": manifest.landed_at.isoformat(),
             }
         )
+
+
+RECONCILIATION_CHECK = "landed_files_reconciled"
+
+
+@asset_check(
+    asset=RAW_KEY,
+    name=RECONCILIATION_CHECK,
+    description=(
+        "Every file that landed in the last `WAP_RECONCILE_WINDOW_HOURS` (48) and is older than "
+        "`WAP_RECONCILE_AFTER_MINUTES` (15) is in a batch manifest. Failed means S3's notification of a file "
+        "was lost, so no batch reads it: the metadata names the keys; `wap-pipeline reconcile --adopt` "
+        "batches them. Runs with the operations job (every 5 minutes)."
+    ),
+)
+def landed_files_reconciled(aws: AwsResource) -> AssetCheckResult:
+    missing = unannounced(aws.client("s3"), aws.settings(), datetime.now(UTC))
+    return AssetCheckResult(
+        passed=not missing,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "unbatched_files": len(missing),
+            "unbatched_bytes": sum(o.size for o in missing),
+            "sample_keys": MetadataValue.json([o.key for o in missing[:20]]),
+            "recovery": MetadataValue.text("wap-pipeline reconcile --adopt --reason '...'"),
+        },
+    )

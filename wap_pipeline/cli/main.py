@@ -326,6 +326,45 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{unit: amount})
 
 
+@cli.command()
+@click.option("--adopt", is_flag=True, help="Batch the files no manifest names (write their manifests).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_REASON
+def reconcile(adopt: bool, as_json: bool, reason: str) -> None:
+    """Landed files that no batch manifest names (an S3 notification was lost), and, with --adopt,
+    their batching: the landing sensor then runs them like any batch.
+
+    Looks at files landed in the last WAP_RECONCILE_WINDOW_HOURS and older than
+    WAP_RECONCILE_AFTER_MINUTES. Exit 0 when every file is in a manifest (or was adopted), 1 when some are not.
+    """
+    from datetime import datetime
+
+    from wap_pipeline import aws
+    from wap_pipeline.ingest.reconcile import adopt as adopt_files
+    from wap_pipeline.ingest.reconcile import unannounced
+
+    settings = _settings()
+    s3, now = aws.client("s3", settings), datetime.now(UTC)
+    missing = unannounced(s3, settings, now)
+    adopted = []
+    if adopt and missing:
+        scope = {"files": [o.key for o in missing]}
+        with _operator().acting("landing.adopt", settings.landing_bucket, reason, scope) as outcome:
+            adopted = adopt_files(s3, settings, missing, now)
+            outcome["batches"] = [m.batch_id for m in adopted]
+    if as_json:
+        document = {"unbatched": [o.key for o in missing], "adopted_batches": [m.batch_id for m in adopted]}
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for landed in missing:
+            click.echo(f"{landed.key}\t{landed.size} bytes\tlanded {landed.last_modified.isoformat()}")
+        for manifest in adopted:
+            click.echo(f"adopted as batch {manifest.batch_id} ({len(manifest.files)} file(s))")
+        if not missing:
+            click.echo("every landed file is in a batch")
+    sys.exit(EXIT_OK if not missing or adopted else EXIT_FAILED_RUNS)
+
+
 @cli.command("rerun-failed")
 @click.option("--partition", "partitions", multiple=True, help="Only this batch (repeatable).")
 @click.option(

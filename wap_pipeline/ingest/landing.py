@@ -6,9 +6,16 @@ file belongs to which batch, so a re-run of a batch reads exactly the same files
 crashed between writing manifests and committing its cursor picks the manifests up again instead of
 grouping the files a second time.
 
-The cursor is an optimisation over that truth: a watermark (newest LastModified seen) and the keys
-seen within a lookback window before it, so that objects listed late, or within the same second,
-are neither missed nor taken twice.
+Landed files are announced, not searched for: S3 sends an ``ObjectCreated`` notification for every
+object under the landing prefix (Firehose's own deliveries included) to the landing-events queue,
+and discovery batches what was announced. Firehose names an object after the arrival time of its
+oldest record and retries a failed S3 delivery for up to a day, so a late file appears under an old
+hour folder: a listing from "where we were" never finds it, a notification does. A notification is
+deleted only once the file's manifest is written. The reconciliation (``wap-pipeline reconcile``, and
+an asset check) is the safety net for a notification that was lost.
+
+The cursor keeps the keys batched within a lookback window (by their LastModified), so that a
+notification delivered twice does not batch a file twice.
 """
 
 from __future__ import annotations
@@ -20,8 +27,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
+
+from wap_pipeline.ingest import sqs as sqs_calls
 
 LOOKBACK = timedelta(minutes=15)
 
@@ -100,23 +110,29 @@ class LandingCursor:
         return cls(watermark, set(doc.get("recent", [])), doc.get("last_batch_id", ""))
 
 
-def listing_start_after(prefix: str, cursor: LandingCursor) -> str | None:
-    """Firehose keys start with ``YYYY/MM/DD/HH/``: skip hour folders well before the window."""
-    if cursor.watermark is None:
-        return None
-    earliest = cursor.watermark - LOOKBACK - timedelta(hours=1)
-    return f"{prefix}{earliest:%Y/%m/%d/%H/}"
+def select_announced(
+    objects: list[LandingObject], cursor: LandingCursor, claimed: set[str]
+) -> list[LandingObject]:
+    """Announced objects not yet in a batch, each once, oldest first. No time floor: a notification
+    that waited in the queue is as good as a fresh one."""
+    fresh = {o.key: o for o in objects if o.key not in claimed and o.key not in cursor.recent}
+    return sorted(fresh.values(), key=lambda o: (o.last_modified, o.key))
 
 
-def select_new(objects: list[LandingObject], cursor: LandingCursor, claimed: set[str]) -> list[LandingObject]:
-    """Objects not yet assigned to a batch, oldest first."""
-    floor = cursor.watermark - LOOKBACK if cursor.watermark is not None else None
-    fresh = [
-        o
-        for o in objects
-        if o.key not in claimed and o.key not in cursor.recent and (floor is None or o.last_modified >= floor)
-    ]
-    return sorted(fresh, key=lambda o: (o.last_modified, o.key))
+def parse_notification(body: str, prefix: str) -> list[LandingObject]:
+    """The objects an S3 event notification announces under ``prefix`` (keys URL-decoded, as S3 encodes
+    them); nothing for S3's ``s3:TestEvent`` or other events."""
+    document = json.loads(body)
+    found = []
+    for record in document.get("Records", []):
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        item = record["s3"]["object"]
+        key = unquote_plus(item["key"])
+        if key.startswith(prefix):
+            when = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00")).astimezone(UTC)
+            found.append(LandingObject(key, int(item.get("size", 0)), when))
+    return found
 
 
 def make_batch_id(created: datetime, sequence: int) -> str:
@@ -262,24 +278,45 @@ class Discovery:
     cursor: LandingCursor
 
 
+def receive_announced(
+    sqs, events_url: str, prefix: str, limit: int = 2000
+) -> tuple[list[LandingObject], list[str]]:
+    """The objects the landing-events queue announces (up to ``limit`` notifications), with the receipt
+    handles to delete once they are batched."""
+    objects: list[LandingObject] = []
+    handles: list[str] = []
+    while len(handles) < limit:
+        messages = sqs_calls.receive(sqs, events_url)
+        if not messages:
+            break
+        for message in messages:
+            objects += parse_notification(message["Body"], prefix)
+            handles.append(message["ReceiptHandle"])
+    return objects, handles
+
+
 def discover(
     s3,
+    sqs,
     bucket: str,
     landing_prefix: str,
     manifests_prefix: str,
+    events_url: str,
     cursor: LandingCursor,
     max_files: int,
     now: datetime | None = None,
 ) -> Discovery:
-    """Find landed files not yet in a batch, write their manifests, and advance the cursor."""
+    """Batch the files announced since the last tick, write their manifests, then delete their
+    notifications; pick up manifests a tick that died left behind."""
     now = now or datetime.now(UTC)
     recovered = manifests_after(s3, bucket, manifests_prefix, cursor.last_batch_id)
     claimed = {key for m in recovered for key in m.keys}
-    listed = list_objects(s3, bucket, landing_prefix, listing_start_after(landing_prefix, cursor))
-    fresh = select_new(listed, cursor, claimed)
+    announced, handles = receive_announced(sqs, events_url, landing_prefix)
+    fresh = select_announced(announced, cursor, claimed)
     newest = max([cursor.last_batch_id] + [m.batch_id for m in recovered])
     created = group_into_batches(fresh, max_files, now, after=newest)
     for manifest in created:
         write_manifest(s3, bucket, manifests_prefix, manifest)
+    sqs_calls.delete(sqs, events_url, handles)  # only now: a crash before this re-announces the files
     manifests = recovered + created
-    return Discovery(manifests, advance_cursor(cursor, listed, manifests))
+    return Discovery(manifests, advance_cursor(cursor, announced, manifests))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 
 import orjson
 
@@ -92,12 +93,17 @@ def latest_partition_runs(job_name: str = "standard_ingest") -> dict[str, list]:
     return runs
 
 
-def land_file(settings: Settings, bodies: list[str]) -> tuple[str, list[str]]:
+def land_file(
+    settings: Settings, bodies: list[str], hour_folder: datetime | None = None
+) -> tuple[str, list[str]]:
     """One landing file as Firehose writes it after buffering many messages (locally each
     PutRecordBatch becomes its own small file): one landing envelope per line, built by the
-    forwarder's own function. Recorded in the sent ledger. Returns (key, message ids by line)."""
+    forwarder's own function. Recorded in the sent ledger. Returns (key, message ids by line).
+
+    ``hour_folder``: name the file after that time instead of now, as Firehose names a delivery it
+    retried for hours after its oldest record's arrival (a late file)."""
     import uuid
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from wap_pipeline.rules.envelope import landing_line, to_landing_record
 
@@ -118,9 +124,10 @@ def land_file(settings: Settings, bodies: list[str]) -> tuple[str, list[str]]:
         )
         for message_id, body in zip(message_ids, bodies, strict=True)
     )
+    named = hour_folder or now
     key = (
-        f"{settings.landing_prefix}{now:%Y/%m/%d/%H}/"
-        f"{settings.stream_name}-1-{now:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}"
+        f"{settings.landing_prefix}{named:%Y/%m/%d/%H}/"
+        f"{settings.stream_name}-1-{named:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}"
     )
     aws.client("s3", settings).put_object(Bucket=settings.landing_bucket, Key=key, Body=data)
     record_sent(settings, len(bodies))

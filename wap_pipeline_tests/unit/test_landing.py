@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 from wap_pipeline.ingest.landing import (
@@ -6,9 +7,9 @@ from wap_pipeline.ingest.landing import (
     Manifest,
     advance_cursor,
     group_into_batches,
-    listing_start_after,
     make_batch_id,
-    select_new,
+    parse_notification,
+    select_announced,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -18,30 +19,58 @@ def obj(key: str, seconds: float) -> LandingObject:
     return LandingObject(f"landing/2026/11/28/12/{key}", 10, T0 + timedelta(seconds=seconds))
 
 
-def test_first_tick_takes_everything_not_claimed_oldest_first():
-    objects = [obj("b", 2), obj("a", 1), obj("c", 3)]
-    fresh = select_new(objects, LandingCursor(), claimed={objects[2].key})
+def test_announced_objects_not_claimed_are_taken_once_oldest_first():
+    objects = [obj("b", 2), obj("a", 1), obj("c", 3), obj("a", 1)]  # "a" announced twice
+    fresh = select_announced(objects, LandingCursor(), claimed={objects[2].key})
     assert [o.key.rsplit("/", 1)[1] for o in fresh] == ["a", "b"]
 
 
-def test_objects_of_the_same_second_are_neither_missed_nor_taken_twice():
+def test_a_notification_delivered_again_does_not_batch_a_file_twice():
     first = [obj("x", 5), obj("y", 5)]
     cursor = advance_cursor(LandingCursor(), first, [])
-    late_same_second = obj("a-late", 5)  # sorts before the others, listed on the next tick
-    fresh = select_new(first + [late_same_second], cursor, claimed=set())
-    assert fresh == [late_same_second]
+    assert select_announced([obj("x", 5), obj("z", 6)], cursor, claimed=set()) == [obj("z", 6)]
 
 
-def test_objects_older_than_the_lookback_are_considered_done():
+def test_a_late_file_under_an_old_hour_folder_is_taken():
+    """Firehose names a file after its oldest record's arrival: a delivery retried for hours lands under
+    yesterday's folder. Announced, it is batched like any other (a listing from the watermark missed it)."""
     cursor = advance_cursor(LandingCursor(), [obj("new", 3600)], [])
-    assert select_new([obj("ancient", 0), obj("new", 3600)], cursor, set()) == []
+    late = LandingObject("landing/2026/11/27/09/stream-1-late", 10, T0 + timedelta(seconds=3700))
+    assert select_announced([late], cursor, set()) == [late]
 
 
 def test_cursor_round_trips_and_prunes_keys_outside_the_window():
     cursor = advance_cursor(LandingCursor(), [obj("old", 0), obj("new", 3600)], [])
     assert cursor.recent == {obj("new", 3600).key}
     assert LandingCursor.from_json(cursor.to_json()) == cursor
-    assert listing_start_after("landing/", cursor) == "landing/2026/11/28/11/"
+
+
+def test_s3_notifications_are_parsed_with_their_keys_decoded_and_test_events_skipped():
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "eventTime": "2026-11-28T12:00:05.000Z",
+                    "s3": {"object": {"key": "landing%2F2026%2F11%2F28%2F12%2Fstream+1-a", "size": 42}},
+                },
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "eventTime": "2026-11-28T12:00:06.000Z",
+                    "s3": {"object": {"key": "batches%2Fb1.json", "size": 9}},
+                },
+                {
+                    "eventName": "ObjectRemoved:Delete",
+                    "eventTime": "2026-11-28T12:00:07Z",
+                    "s3": {"object": {"key": "x"}},
+                },
+            ]
+        }
+    )
+    assert parse_notification(body, "landing/") == [
+        LandingObject("landing/2026/11/28/12/stream 1-a", 42, T0 + timedelta(seconds=5))
+    ]
+    assert parse_notification(json.dumps({"Event": "s3:TestEvent", "Service": "Amazon S3"}), "landing/") == []
 
 
 def test_batches_are_bounded_and_ids_sort_by_creation():
