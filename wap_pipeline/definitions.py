@@ -10,7 +10,7 @@ from wap_pipeline.assets.curated import (
 )
 from wap_pipeline.assets.daily_totals import curated_daily_totals
 from wap_pipeline.assets.operations import circuit_breaker_state, dlq_depth, quarantine_size
-from wap_pipeline.assets.raw import landed_files_reconciled, raw_events
+from wap_pipeline.assets.raw import firehose_error_output_reingested, landed_files_reconciled, raw_events
 from wap_pipeline.assets.standardized import standardized_events
 from wap_pipeline.jobs import (
     ingest_job,
@@ -47,7 +47,13 @@ defs = Definitions(
         circuit_breaker_state,
         quarantine_size,
     ],
-    asset_checks=[curated_keys_unique, curated_row_accounting, curated_freshness, landed_files_reconciled],
+    asset_checks=[
+        curated_keys_unique,
+        curated_row_accounting,
+        curated_freshness,
+        landed_files_reconciled,
+        firehose_error_output_reingested,
+    ],
     jobs=[ingest_job, pipeline_job, maintenance_job, operations_job],
     schedules=[maintenance_schedule, operations_schedule],
     sensors=[sqs_sensor, landing_sensor, alerts_sensor],

@@ -18,7 +18,7 @@ from wap_pipeline.assets.common import transient_retry_policy
 from wap_pipeline.assets.curated import CURATED_KEY, curated_freshness
 from wap_pipeline.assets.daily_totals import DAILY_TOTALS_KEY
 from wap_pipeline.assets.operations import BREAKER_KEY, DLQ_KEY, QUARANTINE_KEY
-from wap_pipeline.assets.raw import RAW_KEY, landed_files_reconciled
+from wap_pipeline.assets.raw import RAW_KEY, firehose_error_output_reingested, landed_files_reconciled
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
 from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
@@ -84,7 +84,7 @@ def ingest_job() -> None:
 pipeline_job = define_asset_job(
     name=PIPELINE_JOB,
     selection=AssetSelection.assets(RAW_KEY, STANDARDIZED_KEY, CURATED_KEY, DAILY_TOTALS_KEY)
-    - AssetSelection.checks(curated_freshness, landed_files_reconciled),
+    - AssetSelection.checks(curated_freshness, landed_files_reconciled, firehose_error_output_reingested),
     partitions_def=landing_batches,
     executor_def=in_process_executor,
     tags={WRITER_TAG: PIPELINE_JOB},
@@ -142,7 +142,7 @@ maintenance_schedule = ScheduleDefinition(
 operations_job = define_asset_job(
     name=OPERATIONS_JOB,
     selection=AssetSelection.assets(DLQ_KEY, BREAKER_KEY, QUARANTINE_KEY)
-    | AssetSelection.checks(curated_freshness, landed_files_reconciled),
+    | AssetSelection.checks(curated_freshness, landed_files_reconciled, firehose_error_output_reingested),
     executor_def=in_process_executor,
     description=(
         "Observe the pipeline's health: DLQ depth and age, breaker, quarantine size, curated freshness, "

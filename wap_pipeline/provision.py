@@ -75,7 +75,7 @@ def _ensure_delivery_stream(firehose, settings: Settings) -> None:
             "RoleARN": settings.firehose_role_arn,
             "BucketARN": f"arn:aws:s3:::{settings.landing_bucket}",
             "Prefix": settings.landing_prefix,
-            "ErrorOutputPrefix": "landing-errors/",
+            "ErrorOutputPrefix": settings.firehose_errors_prefix,
             "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 60},
             "CompressionFormat": "UNCOMPRESSED",
         },

@@ -46,6 +46,8 @@ class Settings:
     # Batch manifests: which landing files make up which batch (the partition key).
     manifests_prefix: str = "batches/"
     patches_prefix: str = "patches/"
+    # Where Firehose writes the records it could not deliver (its ErrorOutputPrefix).
+    firehose_errors_prefix: str = "landing-errors/"
     warehouse_bucket: str = "wap-warehouse"
     breaker_table: str = "wap-circuit-breaker"
     quarantine_table: str = "wap-quarantine"

@@ -19,6 +19,7 @@ from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_polic
 from wap_pipeline.faults import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
+from wap_pipeline.ingest import firehose_errors
 from wap_pipeline.ingest.landing import Manifest, read_landed_files, read_manifest
 from wap_pipeline.ingest.reconcile import unannounced
 from wap_pipeline.partitions import landing_batches
@@ -122,5 +123,31 @@ def landed_files_reconciled(aws: AwsResource) -> AssetCheckResult:
             "unbatched_bytes": sum(o.size for o in missing),
             "sample_keys": MetadataValue.json([o.key for o in missing[:20]]),
             "recovery": MetadataValue.text("wap-pipeline reconcile --adopt --reason '...'"),
+        },
+    )
+
+
+FIREHOSE_ERRORS_CHECK = "firehose_error_output_reingested"
+
+
+@asset_check(
+    asset=RAW_KEY,
+    name=FIREHOSE_ERRORS_CHECK,
+    description=(
+        "Nothing waits in Firehose's error output (`landing-errors/`): records Firehose gave up on, already "
+        "deleted from SQS, that only a re-ingest brings back. Failed names the files; "
+        "`data-patcher firehose-errors reingest --reason ...` lands their records exactly once. Runs with "
+        "the operations job."
+    ),
+)
+def firehose_error_output_reingested(aws: AwsResource) -> AssetCheckResult:
+    waiting = firehose_errors.pending(aws.client("s3"), aws.settings())
+    return AssetCheckResult(
+        passed=not waiting,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "error_files": len(waiting),
+            "sample_keys": MetadataValue.json([o.key for o in waiting[:20]]),
+            "recovery": MetadataValue.text("data-patcher firehose-errors reingest --reason '...'"),
         },
     )

@@ -732,6 +732,64 @@ def failures(ctx: Context, as_json: bool) -> None:
     sys.exit(EXIT_FAILED if batches else EXIT_OK)
 
 
+@cli.group("firehose-errors")
+def firehose_errors() -> None:
+    """Records Firehose could not deliver (its error output prefix): list them, re-ingest them once."""
+
+
+@firehose_errors.command("list")
+@pass_context
+def firehose_errors_list(ctx: Context) -> None:
+    """Error files whose records were not re-ingested yet. Exit 1 when there are some."""
+    from wap_pipeline import aws
+    from wap_pipeline.ingest.firehose_errors import pending
+
+    waiting = pending(aws.client("s3", ctx.settings), ctx.settings)
+    ctx.emit(
+        {
+            "pending": [
+                {"key": o.key, "size": o.size, "written": o.last_modified.isoformat()} for o in waiting
+            ]
+        },
+        "\n".join(f"{o.key}\t{o.size} bytes\t{o.last_modified.isoformat()}" for o in waiting)
+        or "no Firehose error output waiting",
+    )
+    sys.exit(EXIT_FAILED if waiting else EXIT_OK)
+
+
+@firehose_errors.command("reingest")
+@click.option(
+    "--reason", default="Firehose error output", show_default=True, help="Recorded in the audit log."
+)
+@click.option("--dry-run", is_flag=True, help="List what would be re-ingested; change nothing.")
+@pass_context
+def firehose_errors_reingest(ctx: Context, reason: str, dry_run: bool) -> None:
+    """Land the records of every waiting error file as a landing file, exactly once (a write-once key
+    per error file): the landing sensor batches them like any landed file."""
+    from wap_pipeline import aws
+    from wap_pipeline.ingest.firehose_errors import pending, reingest
+
+    s3 = aws.client("s3", ctx.settings)
+    waiting = pending(s3, ctx.settings)
+    landed: dict[str, str | None] = {}
+    if waiting and not dry_run:
+        scope = {"error_files": [o.key for o in waiting]}
+        with ctx.operator().acting(
+            "firehose-errors.reingest", ctx.settings.landing_bucket, reason, scope
+        ) as done:
+            for error_file in waiting:
+                landed[error_file.key] = reingest(s3, ctx.settings, error_file.key)
+            done["landed"] = landed
+    if dry_run:
+        lines = [f"would re-ingest {o.key}" for o in waiting]
+    else:
+        lines = [f"{key} -> {target or 're-ingested before, skipped'}" for key, target in landed.items()]
+    ctx.emit(
+        {"dry_run": dry_run, "pending": [o.key for o in waiting], "landed": landed},
+        "\n".join(lines) or "no Firehose error output waiting",
+    )
+
+
 @cli.command("audit-log")
 @click.option(
     "--every-phase", is_flag=True, help="Each action's intent and outcome entries, not one per action."

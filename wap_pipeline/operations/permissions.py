@@ -19,6 +19,9 @@ PATCHER_PERMISSIONS: tuple[tuple[str, str], ...] = (
     ("s3:GetObject", "arn:aws:s3:::{landing_bucket}/*"),
     ("s3:PutObject", "arn:aws:s3:::{landing_bucket}/{patches_prefix}*"),
     ("s3:AbortMultipartUpload", "arn:aws:s3:::{landing_bucket}/{patches_prefix}*"),
+    # firehose-errors list | reingest: list the error prefix; land its records, write-once, as a landing file
+    ("s3:ListBucket", "arn:aws:s3:::{landing_bucket}"),
+    ("s3:PutObject", "arn:aws:s3:::{landing_bucket}/{landing_prefix}reingested/*"),
     # secure-clean --re-inject-queue, dlq redrive | patch | edit, the auto-fix Lambda: send replays
     # to the ingest queue
     ("sqs:GetQueueUrl", "arn:aws:sqs:{region}:{account}:{queue_name}"),
@@ -68,6 +71,7 @@ def permissions(
     names = {
         "landing_bucket": settings.landing_bucket,
         "patches_prefix": settings.patches_prefix,
+        "landing_prefix": settings.landing_prefix,
         "queue_name": settings.queue_name,
         "dlq_name": settings.dlq_name,
         "quarantine_table": settings.quarantine_table,

@@ -1,0 +1,78 @@
+"""Issue 19: records in Firehose's error output are detected by a check and re-ingested exactly once."""
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from wap_pipeline import aws
+from wap_pipeline.events import make_events
+from wap_pipeline.ingest import firehose_errors
+from wap_pipeline.rules.envelope import landing_line, to_landing_record
+from wap_pipeline.state import record_sent
+from wap_pipeline_tests.integration.cli import patcher, run_cli
+from wap_pipeline_tests.integration.helpers import check_evaluations, curated_key_counts
+
+pytestmark = pytest.mark.integration
+
+
+def _error_file(events: list[dict]) -> bytes:
+    """What Firehose writes under its ErrorOutputPrefix: a JSON line per record it gave up on, the
+    record (a landing line) base64-encoded in rawData."""
+    now = datetime.now(UTC)
+    lines = []
+    for event in events:
+        record = landing_line(
+            to_landing_record(
+                {
+                    "MessageId": str(uuid.uuid4()),
+                    "Body": orjson.dumps(event).decode(),
+                    "Attributes": {
+                        "SentTimestamp": str(int(now.timestamp() * 1000)),
+                        "ApproximateReceiveCount": "1",
+                    },
+                }
+            )
+        )
+        lines.append(
+            json.dumps(
+                {
+                    "attemptsMade": 4,
+                    "arrivalTimestamp": int(now.timestamp() * 1000),
+                    "errorCode": "S3.AccessDenied",
+                    "errorMessage": "Access was denied.",
+                    "rawData": base64.b64encode(record).decode(),
+                }
+            )
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_firehose_error_output_is_flagged_then_reingested_exactly_once(stack):
+    events = make_events(12, seed=81)
+    key = f"{stack.firehose_errors_prefix}failed/{datetime.now(UTC):%Y/%m/%d/%H}/ingest-events-stream-1-x"
+    aws.client("s3", stack).put_object(Bucket=stack.landing_bucket, Key=key, Body=_error_file(events))
+    record_sent(stack, len(events))
+
+    run_cli("run", "--until-idle")
+    evaluation = check_evaluations(["raw", "events"], "firehose_error_output_reingested")[0]
+    assert evaluation.passed is False and evaluation.metadata["sample_keys"].value == [key]
+    assert curated_key_counts(stack) == {}
+    listed = patcher("--json", "firehose-errors", "list", check=False)
+    assert listed.returncode == 1 and [p["key"] for p in json.loads(listed.stdout)["pending"]] == [key]
+
+    reingested = json.loads(patcher("--json", "firehose-errors", "reingest", "--reason", "S3 outage").stdout)
+    assert list(reingested["landed"]) == [key] and reingested["landed"][key]
+    again = json.loads(patcher("--json", "firehose-errors", "reingest").stdout)
+    assert again["pending"] == [] and again["landed"] == {}, "nothing is re-ingested twice"
+    # Two operators at once: the landing key is written once, the second put is refused by S3.
+    assert firehose_errors.reingest(aws.client("s3", stack), stack, key) is None
+
+    run_cli("run", "--until-idle")
+    counts = curated_key_counts(stack)
+    assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
+    assert check_evaluations(["raw", "events"], "firehose_error_output_reingested")[0].passed is True
+    run_cli("status", "--check")
