@@ -89,10 +89,11 @@ pipeline_job = define_asset_job(
     description="Remove abandoned audit branches, and branches of runs that died mid-batch, past their retention."
 )
 def remove_expired_audit_branches(context: OpExecutionContext, catalog: IcebergCatalogResource) -> None:
-    removed = wap.remove_expired_branches(
-        catalog.tables()["standardized"],
-        unfinished_retention_ms=Settings.from_env().abandoned_branch_retention_ms,
-    )
+    with catalog.writing(context, "standardized") as tables:
+        removed = wap.remove_expired_branches(
+            tables["standardized"],
+            unfinished_retention_ms=Settings.from_env().abandoned_branch_retention_ms,
+        )
     context.log.info(f"removed {len(removed)} expired abandoned branch(es): {removed}")
 
 

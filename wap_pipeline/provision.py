@@ -108,6 +108,7 @@ def provision(settings: Settings) -> dict[str, str]:
     _ensure_table(dynamodb, settings.breaker_table, "pipeline")
     _ensure_table(dynamodb, settings.quarantine_table, "record_id")
     _ensure_table(dynamodb, settings.audit_table, "entry_id")
+    _ensure_table(dynamodb, settings.writer_lease_table, "resource")
     return {
         "queue": source_url,
         "dlq": dlq_url,
@@ -117,4 +118,5 @@ def provision(settings: Settings) -> dict[str, str]:
         "breaker_table": settings.breaker_table,
         "quarantine_table": settings.quarantine_table,
         "audit_table": settings.audit_table,
+        "writer_lease_table": settings.writer_lease_table,
     }

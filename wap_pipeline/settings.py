@@ -44,6 +44,12 @@ class Settings:
     breaker_table: str = "wap-circuit-breaker"
     quarantine_table: str = "wap-quarantine"
     audit_table: str = "wap-operator-audit"
+    # One writer per Iceberg table (wap_pipeline.iceberg.lease): the lease items, how long a lease
+    # lasts without renewal (a crashed holder on another host blocks the table that long), and how
+    # long a writer waits for a busy table before its step fails (and is retried).
+    writer_lease_table: str = "wap-writer-leases"
+    writer_lease_ttl_s: float = 60.0
+    writer_lease_wait_s: float = 300.0
     pipeline_name: str = "standard_ingest"
     catalog_name: str = "wap"
     # Local state: SQLite catalog, warehouse, server pid/log, Dagster home.

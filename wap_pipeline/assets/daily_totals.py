@@ -48,8 +48,7 @@ def curated_daily_totals(
     breaker: CircuitBreakerResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
-    with guarded_by_breaker(context, breaker):
-        tables = catalog.tables()
+    with guarded_by_breaker(context, breaker), catalog.writing(context, "daily_totals") as tables:
         curated, totals_table = tables["curated"], tables["daily_totals"]
         summary = curated_commit_summary(curated, batch_id)
         if summary is None:

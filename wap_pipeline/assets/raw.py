@@ -56,8 +56,8 @@ def raw_events(
     breaker: CircuitBreakerResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
-    with guarded_by_breaker(context, breaker):
-        table = catalog.tables()["raw"]
+    with guarded_by_breaker(context, breaker), catalog.writing(context, "raw") as tables:
+        table = tables["raw"]
         already = wap.published_snapshot(table, batch_id)
         if already is not None:
             context.log.info(
