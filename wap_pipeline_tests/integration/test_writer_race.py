@@ -9,17 +9,23 @@ shared key as new in curated, then each writer re-runs the batch the other one a
 
 import subprocess
 import sys
+import time
+import uuid
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
+from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
 from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import lease, wap
 from wap_pipeline.ingest.landing import LandingObject, Manifest, write_manifest
-from wap_pipeline_tests.integration.helpers import land_file, tables
+from wap_pipeline_tests.integration.cli import start_cli
+from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, land_file, send, tables
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +99,44 @@ def test_two_processes_racing_on_a_postgresql_catalog(stack, monkeypatch, tmp_pa
     monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
     monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
     race(stack, tmp_path)
+
+
+def test_a_commit_that_lost_the_compare_and_swap_is_re_planned_by_its_step(stack, tmp_path):
+    """A writer outside the lease (an old client, a job that ignores it) commits one of the batch's
+    keys to curated after the step planned it as new: the step's commit fails (no silent rebase),
+    the step is retried and re-plans against the new head -- the key is superseded, not doubled."""
+    events = make_events(8, seed=971)
+    send(stack, events)
+    release = tmp_path / f"release-{uuid.uuid4().hex}"
+    process = start_cli("run", "--until-idle", env={"WAP_FAULTS": f"curated.before_commit=pause:{release}"})
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{release}.reached").exists():
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the run never reached the curated commit"
+            time.sleep(0.1)
+        curated = tables(stack)["curated"]
+        outside = {field.name: None for field in curated.schema().fields}
+        outside.update(
+            idempotency_key=events[0]["idempotency_key"],
+            event_id="evt_outside",
+            event_timestamp=datetime.fromisoformat(events[0]["event_timestamp"]) - timedelta(minutes=1),
+            batch_id="outside",
+            is_replay=False,
+            curated_at=datetime.fromisoformat(events[0]["event_timestamp"]),
+        )
+        curated.append(pa.Table.from_pylist([outside], schema=curated.schema().as_arrow()))
+        release.touch()
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    with DagsterInstance.get() as instance:
+        (run,) = instance.get_runs(RunsFilter(job_name="standard_ingest"))
+        retried = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+    assert [e.step_key for e in retried] == ["curated__events"], "only the curated step, once"
+    assert retried[0].dagster_event.event_specific_data.error.cause.cls_name == "CommitFailedException"
+    counts = curated_key_counts(stack)
+    assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
+    assert breaker_state(stack).status == "GREEN"
