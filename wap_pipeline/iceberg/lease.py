@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.update import AddSnapshotUpdate, TableRequirement, TableUpdate
 
@@ -43,8 +44,9 @@ class LeaseBusyError(RuntimeError):
     """Another live writer holds the table's lease."""
 
 
-class LeaseLostError(RuntimeError):
-    """This writer's lease was taken over (it expired) or a newer holder committed: refuse to commit."""
+class LeaseLostError(CommitFailedException):
+    """This writer's lease was taken over (it expired) or a newer holder committed: the commit is
+    refused before it reaches the catalog (a failed commit, like a lost compare-and-swap)."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,13 @@ class TableWriter:
             except Exception:  # noqa: BLE001 - a transient error: the next beat, or the fence, retries
                 continue
 
+    def advance_past(self, table: Table) -> None:
+        """Make sure this lease's token is above every token the table's heads carry."""
+        newest = highest_token(table)
+        with self._lock:
+            if newest >= self.lease.token:
+                self.lease = self._leases.advance(self.lease, newest)
+
     def fence(self, table: Table) -> dict[str, str]:
         """Refuse to commit unless this lease is still current and no newer holder has committed to
         the table; the summary properties that record the token."""
@@ -288,19 +297,15 @@ def fence(table: Table) -> dict[str, str]:
 def _held(
     table: Table, leases: Leases, catalog_name: str, holder: str, ttl_s: float, wait_s: float
 ) -> Iterator[None]:
-    resource = resource_name(catalog_name, table)
-    lease = leases.acquire_waiting(resource, holder, ttl_s, wait_s)
-    table.refresh()
-    newest = highest_token(table)
-    if newest >= lease.token:
-        lease = leases.advance(lease, newest)
+    lease = leases.acquire_waiting(resource_name(catalog_name, table), holder, ttl_s, wait_s)
     writer = TableWriter(leases, lease, ttl_s)
     try:
+        writer.advance_past(table.refresh())
         _fence_commits(table, writer)
         yield
     finally:
-        del table._do_commit
-        delattr(table, _WRITER)
+        table.__dict__.pop("_do_commit", None)
+        table.__dict__.pop(_WRITER, None)
         writer.release()
 
 
