@@ -23,7 +23,7 @@ from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
 from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
 from wap_pipeline.operations.actions import Operator
-from wap_pipeline.operations.maintenance import maintain
+from wap_pipeline.operations.maintenance import LAYERS, maintain
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, IcebergCatalogResource
 
@@ -104,9 +104,13 @@ pipeline_job = define_asset_job(
 def maintain_tables(context: OpExecutionContext, aws: AwsResource, catalog: IcebergCatalogResource) -> None:
     settings = aws.settings()
     operator = Operator(settings, f"dagster:{MAINTENANCE_JOB}")
-    with operator.acting("tables.maintain", "all tables", f"run {context.run_id}") as outcome:
+    # A writer of every table: it waits for, then holds, their leases (no pipeline step commits meanwhile).
+    with (
+        operator.acting("tables.maintain", "all tables", f"run {context.run_id}") as outcome,
+        catalog.writing(context, *LAYERS) as tables,
+    ):
         report = maintain(
-            catalog.tables(),
+            tables,
             aws.batch_ids_after,
             datetime.now(UTC),
             older_than=timedelta(hours=settings.maintain_older_than_hours),

@@ -157,6 +157,7 @@ def provision(settings: Settings) -> dict[str, str]:
     _ensure_table(dynamodb, settings.audit_table, "entry_id")
     _ensure_table(dynamodb, settings.replay_grants_table, "token")
     topic_arn = _ensure_alerts_topic(aws.client("sns", settings), sqs, settings)
+    _ensure_table(dynamodb, settings.writer_lease_table, "resource")
     return {
         "queue": source_url,
         "dlq": dlq_url,
@@ -169,4 +170,5 @@ def provision(settings: Settings) -> dict[str, str]:
         "audit_table": settings.audit_table,
         "replay_grants_table": settings.replay_grants_table,
         "alerts_topic": topic_arn,
+        "writer_lease_table": settings.writer_lease_table,
     }

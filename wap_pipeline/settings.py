@@ -57,6 +57,12 @@ class Settings:
     # SNS topic the alerts sensor publishes to (breaker trips, DLQ growth); locally also delivered to
     # the SQS queue `<topic>-local`, subscribed by `provision`, so a delivery can be seen and tested.
     alerts_topic: str = "wap-pipeline-alerts"
+    # One writer per Iceberg table (wap_pipeline.iceberg.lease): the lease items, how long a lease
+    # lasts without renewal (a crashed holder on another host blocks the table that long), and how
+    # long a writer waits for a busy table before its step fails (and is retried).
+    writer_lease_table: str = "wap-writer-leases"
+    writer_lease_ttl_s: float = 60.0
+    writer_lease_wait_s: float = 300.0
     pipeline_name: str = "standard_ingest"
     catalog_name: str = "wap"
     # Local state: SQLite catalog, warehouse, server pid/log, Dagster home.

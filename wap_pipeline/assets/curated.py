@@ -108,8 +108,7 @@ def curated_events(
     engine: EngineResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
-    with guarded_by_breaker(context, breaker):
-        tables = catalog.tables()
+    with guarded_by_breaker(context, breaker), catalog.writing(context, "curated") as tables:
         standardized, table = tables["standardized"], tables["curated"]
         io = engine.get()  # arrow or spark: reads and the atomic commit (wap_pipeline.engines)
         if wap.is_published(table, batch_id):

@@ -49,8 +49,7 @@ def curated_daily_totals(
     breaker: CircuitBreakerResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
-    with guarded_by_breaker(context, breaker):
-        tables = catalog.tables()
+    with guarded_by_breaker(context, breaker), catalog.writing(context, "daily_totals") as tables:
         curated, totals_table = tables["curated"], tables["daily_totals"]
         # Recomputed by every batch: a table trimmed before it carried a ledger starts one (lost_ok).
         if batch_id in wap.ledger(totals_table, lost_ok=True):

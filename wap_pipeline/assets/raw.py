@@ -67,8 +67,8 @@ def raw_events(
     breaker: CircuitBreakerResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
-    with guarded_by_breaker(context, breaker):
-        table = catalog.tables()["raw"]
+    with guarded_by_breaker(context, breaker), catalog.writing(context, "raw") as tables:
+        table = tables["raw"]
         if wap.is_published(table, batch_id):
             context.log.info(f"batch {batch_id} is already in raw; nothing to do")
             return MaterializeResult(metadata={"batch_id": batch_id, "rows": 0, "already_loaded": True})

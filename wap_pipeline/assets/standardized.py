@@ -118,8 +118,7 @@ def standardized_events(
     engine: EngineResource,
 ) -> Iterator[AssetCheckResult | MaterializeResult]:
     batch_id = wap.validate_batch_id(context.partition_key)
-    with guarded_by_breaker(context, breaker):
-        tables = catalog.tables()
+    with guarded_by_breaker(context, breaker), catalog.writing(context, "standardized") as tables:
         raw, table = tables["raw"], tables["standardized"]
         io = engine.get()  # arrow or spark: reads, branch write, fast-forward (wap_pipeline.engines)
         if wap.is_published(table, batch_id):

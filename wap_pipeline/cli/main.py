@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -280,15 +281,21 @@ def maintain(older_than: str, dry_run: bool, as_json: bool, reason: str) -> None
     from datetime import datetime
 
     from wap_pipeline.iceberg.catalog import load_wap_catalog
+    from wap_pipeline.iceberg.lease import writing_to
     from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.operations.maintenance import LAYERS
     from wap_pipeline.operations.maintenance import maintain as do_maintain
     from wap_pipeline.resources.aws import AwsResource
 
     settings = _settings()
     scope = {"older_than": older_than, "dry_run": dry_run}
-    with _operator().acting("tables.maintain", "all tables", reason, scope) as outcome:
+    # A writer of every table: it waits for, then holds, their leases (a dry run only reads).
+    leased = (
+        contextlib.nullcontext(None) if dry_run else writing_to(settings, "wap-pipeline maintain", *LAYERS)
+    )
+    with _operator().acting("tables.maintain", "all tables", reason, scope) as outcome, leased as held:
         report = do_maintain(
-            ensure_tables(load_wap_catalog(settings)),
+            held or ensure_tables(load_wap_catalog(settings)),
             AwsResource().batch_ids_after,
             datetime.now(UTC),
             older_than=parse_duration(older_than),
@@ -460,14 +467,15 @@ def branches_list() -> None:
 def branches_cleanup(reason: str) -> None:
     """Remove abandoned branches whose retention has passed (also a daily Dagster schedule)."""
     from wap_pipeline.iceberg import wap
-    from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.lease import writing_to
 
     settings = _settings()
-    with _operator().acting("branches.cleanup", "standardized/events", reason) as outcome:
+    with (
+        _operator().acting("branches.cleanup", "standardized/events", reason) as outcome,
+        writing_to(settings, "wap-pipeline branches cleanup", "standardized") as tables,
+    ):
         outcome["removed"] = removed = wap.remove_expired_branches(
-            ensure_tables(load_wap_catalog(settings))["standardized"],
-            unfinished_retention_ms=settings.abandoned_branch_retention_ms,
+            tables["standardized"], unfinished_retention_ms=settings.abandoned_branch_retention_ms
         )
     click.echo(f"removed {len(removed)} branch(es)" + (f": {', '.join(removed)}" if removed else ""))
 
@@ -509,12 +517,13 @@ def schema_add_column(name: str, column_type: str, doc: str | None, reason: str)
     """
     import pyiceberg.types
 
-    from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.lease import writing_to
 
-    tables = ensure_tables(load_wap_catalog(_settings()))
     iceberg_type = getattr(pyiceberg.types, _COLUMN_TYPES[column_type])()
-    with _operator().acting("schema.add-column", name, reason, {"type": column_type}) as outcome:
+    with (
+        _operator().acting("schema.add-column", name, reason, {"type": column_type}) as outcome,
+        writing_to(_settings(), "wap-pipeline schema add-column", "standardized", "curated") as tables,
+    ):
         outcome["added_to"] = added = []
         for layer in ("standardized", "curated"):
             table = tables[layer]

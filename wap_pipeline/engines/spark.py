@@ -15,6 +15,8 @@ What runs where:
   functions of :mod:`wap_pipeline.rules`, one definition for both engines;
 * writes are Spark writes: ``writeTo(<table>.branch_<name>)`` with ``snapshot-property.*`` options
   (the batch id and bookmark land in the snapshot summary exactly as the arrow engine writes them);
+  each Spark commit is fenced by the step's writer lease first (:func:`wap_pipeline.iceberg.lease.fence`),
+  and an append carries its token (``wap.writer-token``) like every PyIceberg commit;
 * publish is ``CALL <catalog>.system.fast_forward``: Iceberg refuses it unless main's head is an
   ancestor of the branch head, and commits it with the catalog's compare-and-swap -- the same safety as
   :func:`wap_pipeline.iceberg.wap.fast_forward`. A refusal is raised as ``NotFastForwardError``.
@@ -43,7 +45,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from wap_pipeline.engines import conform
 from wap_pipeline.faults import fault_point
-from wap_pipeline.iceberg import compaction, wap
+from wap_pipeline.iceberg import compaction, lease, wap
 from wap_pipeline.iceberg.catalog import configured_properties, default_catalog_properties
 from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan
 from wap_pipeline.settings import Settings
@@ -302,7 +304,7 @@ class SparkEngine:
     def _append(self, table: Table, ref: str, rows: pa.Table, properties: Mapping[str, str]) -> None:
         target = self.session.table(self.identifier(table)).schema
         writer = to_spark(self.session, rows, target).writeTo(self.identifier(table, ref))
-        for key, value in properties.items():
+        for key, value in {**properties, **lease.fence(table)}.items():
             writer = writer.option(f"snapshot-property.{key}", str(value))
         writer.append()
 
@@ -312,6 +314,7 @@ class SparkEngine:
         if branch not in table.metadata.refs:
             raise ValueError(f"no branch {branch}")
         name, quoted_branch = self._table_name(table), branch.replace("'", "''")
+        lease.fence(table)
         try:
             self.session.sql(
                 f"CALL {_quote(self.catalog_name)}.system.fast_forward('{name}', '{wap.MAIN}', '{quoted_branch}')"
@@ -359,6 +362,7 @@ class SparkEngine:
             self.session.createDataFrame(
                 [(k,) for k in plan.superseded_keys], f"{KEY} string"
             ).createOrReplaceTempView(view)
+            lease.fence(table)
             self.session.sql(
                 f"DELETE FROM {self.identifier(table, branch)} WHERE {KEY} IN (SELECT {KEY} FROM {view}) "
                 f"AND {_window_sql(window)}"
@@ -387,6 +391,7 @@ class SparkEngine:
             f"({_window_sql(DedupWindow(start, start + timedelta(days=1)))})"
             for start in (datetime.combine(day, time(), UTC) for day in sorted(groups))
         )
+        lease.fence(table)  # Iceberg's procedure takes no summary properties: fenced, not tagged
         row = self.session.sql(
             f"CALL {_quote(self.catalog_name)}.system.rewrite_data_files("
             f"table => '{self._table_name(table)}', where => \"{where}\", "

@@ -16,7 +16,7 @@ row accounting of the batch's own commit, ``wap-pipeline status`` -- does not se
 written do not hold exactly the rows read, nothing is committed.
 
 It runs inside the curated step, right after the batch's merge commit: the same single writer (one
-pipeline run at a time), so it never races a merge.
+pipeline run at a time, and the step holds the table's writer lease), so it never races a merge.
 """
 
 from __future__ import annotations

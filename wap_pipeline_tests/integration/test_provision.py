@@ -24,4 +24,4 @@ def test_provisioning_is_idempotent_and_wires_the_dlq(stack):
     assert destination["BucketARN"] == f"arn:aws:s3:::{stack.landing_bucket}"
     assert destination["Prefix"] == stack.landing_prefix
     tables = aws.client("dynamodb", stack).list_tables()["TableNames"]
-    assert {stack.breaker_table, stack.quarantine_table} <= set(tables)
+    assert {stack.breaker_table, stack.quarantine_table, stack.writer_lease_table} <= set(tables)

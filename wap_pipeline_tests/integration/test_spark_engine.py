@@ -22,7 +22,7 @@ from wap_pipeline.assets.standardized import AUDIT_CHECK, standardized_events
 from wap_pipeline.definitions import RESOURCES
 from wap_pipeline.engines.spark import SparkEngine
 from wap_pipeline.events import make_events
-from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg import lease, wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA, ensure_tables
 from wap_pipeline.partitions import landing_batches
@@ -205,6 +205,13 @@ def run_engine(use_catalog, engine: str) -> dict:
         "breaker": CircuitBreaker(
             aws.client("dynamodb", settings), settings.breaker_table, settings.pipeline_name
         ).state(),
+        # Every batch's commit carries the writer token of the step's lease, whoever made it.
+        "untagged": [
+            s.snapshot_id
+            for t in (standardized, curated)
+            for s in t.metadata.snapshots
+            if s.summary.get(wap.BATCH_ID_PROPERTY) and lease.WRITER_TOKEN_PROPERTY not in s.summary
+        ],
     }
 
 
@@ -241,6 +248,7 @@ def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtim
     assert spark["bookmark"] == arrow["bookmark"]
     assert spark["published"] == arrow["published"]
     assert (spark["breaker"].status, spark["breaker"].batch_id) == ("RED", "b3")
+    assert arrow["untagged"] == spark["untagged"] == []
 
 
 def test_batches_published_by_one_engine_are_read_by_the_other(use_catalog, spark_engine_runtime):
