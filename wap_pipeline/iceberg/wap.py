@@ -506,7 +506,7 @@ def abandon_branch(table: Table, branch: str, reason: str, retention_ms: int) ->
     with table.transaction() as tx:
         tx.set_properties({f"{ABANDONED_PROPERTY_PREFIX}{branch}": f"{expires}|{reason[:200]}"})
     head = table.metadata.refs[branch].snapshot_id
-    table.manage_snapshots().create_branch(head, branch, max_ref_age_ms=retention_ms).commit()
+    table.manage_snapshots().create_branch(head, branch, max_ref_age_ms=max(retention_ms, 1)).commit()
 
 
 def _unfinished_branches(table: Table) -> list[tuple[str, int]]:

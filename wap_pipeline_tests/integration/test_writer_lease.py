@@ -178,14 +178,15 @@ def test_a_busy_table_is_waited_for(stack, leases):
         append(tables["raw"], "b1")
 
 
-def test_the_cleanup_job_holds_the_standardized_lease(stack, leases, monkeypatch):
-    """The daily cleanup commits to standardized like a step: under its lease, released after."""
+def test_the_maintenance_job_holds_the_lease_of_every_table(stack, leases, monkeypatch):
+    """The daily maintenance commits to every table like a step: under their leases, released after."""
     monkeypatch.setenv("WAP_WRITER_LEASE_WAIT_S", "0.5")
+    monkeypatch.setenv("WAP_ABANDONED_BRANCH_RETENTION_HOURS", "0")
     from dagster import DagsterInstance
 
     from wap_pipeline.definitions import RESOURCES
     from wap_pipeline.iceberg.schemas import ensure_tables
-    from wap_pipeline.jobs import cleanup_job
+    from wap_pipeline.jobs import maintenance_job
 
     standardized = ensure_tables(load_wap_catalog(stack))["standardized"]
     wap.create_branch_from_main(standardized, "audit_batch_b1")
@@ -193,16 +194,13 @@ def test_the_cleanup_job_holds_the_standardized_lease(stack, leases, monkeypatch
     resource = lease.resource_name(stack.catalog_name, standardized)
     busy = leases.acquire(resource, "elsewhere:1:another run", ttl_s=60)
     with DagsterInstance.ephemeral() as instance:
-        refused = cleanup_job.execute_in_process(
-            instance=instance,
-            resources={"catalog": RESOURCES["catalog"]},
-            raise_on_error=False,
+        refused = maintenance_job.execute_in_process(
+            instance=instance, resources=RESOURCES, raise_on_error=False
         )
         assert not refused.success, "a busy table is not written"
+        assert "audit_batch_b1" in standardized.refresh().metadata.refs
         leases.release(busy)
-        assert cleanup_job.execute_in_process(
-            instance=instance, resources={"catalog": RESOURCES["catalog"]}
-        ).success
+        assert maintenance_job.execute_in_process(instance=instance, resources=RESOURCES).success
     assert "audit_batch_b1" not in standardized.refresh().metadata.refs
     held = leases.current(resource)
     assert held.token == busy.token + 1 and held.expires_at_ms == 0, "taken once, then released"
