@@ -87,6 +87,8 @@ class Plan:
     lost_response: str | None = None
     # Another writer commits to the tables while the pipeline runs (catalog conflicts).
     conflicting_writer: bool = False
+    # A second `wap-pipeline run --until-idle` beside the faulted one.
+    second_runner: bool = False
     notes: list[str] = field(default_factory=list)
 
     def all_messages(self) -> list[Message]:
@@ -108,6 +110,8 @@ class Plan:
             faults.append(f"response lost after {self.lost_response}")
         if self.conflicting_writer:
             faults.append("conflicting writer")
+        if self.second_runner:
+            faults.append("second runner")
         if self.lose_instance:
             faults.append("lost DAGSTER_HOME")
         if self.maintain_at:
@@ -187,6 +191,7 @@ def make_plan(seed: int) -> Plan:
     lose_instance = rng.random() < 0.15
     lost_response = rng.choice(LOST_RESPONSE_POINTS) if rng.random() < 0.25 else None
     conflicting_writer = rng.random() < 0.25
+    second_runner = rng.random() < 0.25
     return Plan(
         seed,
         first,
@@ -199,6 +204,7 @@ def make_plan(seed: int) -> Plan:
         lose_instance,
         lost_response,
         conflicting_writer,
+        second_runner,
     )
 
 

@@ -175,15 +175,12 @@ def _replay(operator: Operator, state: Path, messages: list[Message]) -> list[st
     return [] if code == 0 else [f"data-patcher replay exited {code}"]
 
 
-def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
-    """`WAP_FAULTS=<point>=kill wap-pipeline run --until-idle` in a child process; True if it was killed.
+def _fork_run(faults: str, log_path: Path) -> int:
+    """`wap-pipeline run --until-idle` (with ``WAP_FAULTS=faults``) in a child process; its pid.
 
     The child is a fork of this worker (everything is imported already, which saves seconds per
-    schedule) running the CLI's own `run --until-idle`; the fault SIGKILLs it, as `kill -9` would.
+    schedule) running the CLI's own `run --until-idle`; a `kill` fault SIGKILLs it, as `kill -9` would.
     """
-    command = f"WAP_FAULTS={_faults(plan, with_kill=True)} wap-pipeline run --until-idle"
-    started = time.monotonic()
-    log_path = state / "killed-run.log"
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -195,7 +192,7 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
             descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(descriptor, 1)
             os.dup2(descriptor, 2)
-            os.environ["WAP_FAULTS"] = _faults(plan, with_kill=True)
+            os.environ["WAP_FAULTS"] = faults
             try:
                 wap_cli.main(["run", "--until-idle", "--timeout", "240"], standalone_mode=False)
                 code = 0
@@ -203,7 +200,13 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
                 code = exit_.code if isinstance(exit_.code, int) else 1
         finally:
             os._exit(code)
-    deadline = time.monotonic() + KILL_RUN_TIMEOUT_S
+    return pid
+
+
+def _wait(pid: int, command: str, transcript: list[str]) -> int | None:
+    """Wait for a forked run (killing it after KILL_RUN_TIMEOUT_S); its wait status, None on timeout."""
+    started = time.monotonic()
+    deadline = started + KILL_RUN_TIMEOUT_S
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -212,12 +215,22 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             transcript.append(f"$ {command}  -> TIMEOUT after {KILL_RUN_TIMEOUT_S}s")
-            return False
+            return None
         time.sleep(0.05)
-    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     transcript.append(f"$ {command}  -> exit {code} ({time.monotonic() - started:.1f}s)")
-    return killed
+    return status
+
+
+def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
+    """`WAP_FAULTS=<point>=kill wap-pipeline run --until-idle` in a child process; True if it was killed."""
+    faults = _faults(plan, with_kill=True)
+    status = _wait(
+        _fork_run(faults, state / "killed-run.log"),
+        f"WAP_FAULTS={faults} wap-pipeline run --until-idle",
+        transcript,
+    )
+    return status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
 def _lose_instance(settings: Settings, home: Path) -> set[str]:
@@ -362,12 +375,17 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
             if writer is not None:
                 writer.start()
             faults.reset()
+            # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
+            # the writer leases keep them from committing to one table at once.
+            second = _fork_run("", state / "second-runner.log") if plan.second_runner else None
             if plan.kill_point:
                 outcome.killed = _kill_run(plan, state, outcome.transcript)
             else:
                 os.environ["WAP_FAULTS"] = _faults(plan, with_kill=False)
                 operator.wap("run", "--until-idle", "--timeout", "240")
                 os.environ.pop("WAP_FAULTS", None)
+            if second is not None:
+                _wait(second, "wap-pipeline run --until-idle  (the second runner)", outcome.transcript)
             if writer is not None:
                 writer.stop.set()
                 writer.join()
