@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,17 +19,33 @@ def repository_root() -> Path:
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """Use $DAGSTER_HOME when set; otherwise ``<state dir>/dagster_home``, seeded with dagster.yaml."""
+    """Use $DAGSTER_HOME when set; otherwise ``<state dir>/dagster_home``, seeded with dagster.yaml.
+
+    The instance's storage is created here once, under a file lock: two processes that open a fresh
+    home at the same moment (two `run --until-idle`, a runner and `dagster dev`) would otherwise both
+    create the SQLite storages and corrupt their schema version table ("more than one head").
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or settings.state_path / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        source = repository_root() / "dagster.yaml"
-        if source.exists():
-            shutil.copyfile(source, config)
-        else:
-            config.write_text(_DEFAULT_DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+    ready = home / ".storage-ready"
+    if ready.exists():
+        return home
+    with open(home / ".storage-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            source = repository_root() / "dagster.yaml"
+            if source.exists():
+                shutil.copyfile(source, config)
+            else:
+                config.write_text(_DEFAULT_DAGSTER_YAML)
+        if not ready.exists():
+            from dagster import DagsterInstance
+
+            with DagsterInstance.get() as instance:  # creates (and migrates) every storage
+                instance.get_runs_count()
+            ready.touch()
     return home
 
 

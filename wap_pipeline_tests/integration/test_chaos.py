@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wap_pipeline_tests.chaos.plan import KILL_POINTS, make_plan
+from wap_pipeline_tests.chaos.plan import KILL_POINTS, LOST_RESPONSE_POINTS, make_plan
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +27,14 @@ def test_the_seeded_plans_cover_every_fault_and_message_kind():
     plans = [make_plan(seed) for seed in range(1, 101)]
     assert {p.kill_point for p in plans} >= set(KILL_POINTS)
     kinds = {m.kind.split(":")[0] for p in plans for m in p.all_messages()}
-    assert kinds == {"good", "duplicate", "malformed", "cde", "schema"}
+    assert kinds == {"good", "duplicate", "correction", "malformed", "cde", "schema"}
     assert sum(1 for p in plans if p.blackout) > 10 and sum(1 for p in plans if p.error_rate) > 50
+    # Issue 18's faults: expiry at a random point, a lost instance, lost commit responses at every
+    # point, a foreign writer, a second runner.
+    assert {p.maintain_at for p in plans} == {None, "before_recovery", "after_recovery"}
+    assert {p.lost_response for p in plans} >= set(LOST_RESPONSE_POINTS)
+    for fault in ("lose_instance", "conflicting_writer", "second_runner"):
+        assert sum(1 for p in plans if getattr(p, fault)) >= 10, fault
     assert all(0.10 <= p.error_rate <= 0.40 for p in plans if p.error_rate)
     assert make_plan(42).describe() == make_plan(42).describe()
 
