@@ -1,9 +1,10 @@
 """Maintenance over a real SQLite catalog: what it expires, what it keeps, which files are orphans."""
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from pyarrow.fs import FileSelector, FileType, LocalFileSystem
 
 from wap_pipeline.iceberg import maintenance, wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA, ensure_tables
@@ -41,17 +42,20 @@ def test_orphans_are_unreferenced_files_past_the_margin_and_deleting_them_loses_
         wap_cases.publish(table, batch, 3, KNOWN)
     maintenance.remove_branches(table, maintenance.published_branches(table))
     maintenance.expire_snapshots(table, _far_future_ms())
-    planted = Path(table.location().removeprefix("file://")) / "data" / "left-by-a-failed-write.parquet"
+    root = Path(table.location().removeprefix("file://"))
+    planted = root / "data" / "left-by-a-failed-write.parquet"
     planted.write_bytes(b"not referenced")
-    assert maintenance.orphan_files(table, int(time.time() * 1000) - 3600_000) == [], "all too young"
-    old = time.time() - 7200
-    for path in Path(table.location().removeprefix("file://")).rglob("*"):
-        os.utime(path, (old, old))
-    orphans = dict(maintenance.delete_orphan_files(table, int(time.time() * 1000) - 3600_000))
+    # Margins relative to the files' own times as the orphan listing (pyarrow) sees them, never the
+    # clock: the suite also runs under libfaketime, which shifts the clock but not what pyarrow reads.
+    listed = LocalFileSystem().get_file_info(FileSelector(str(root), recursive=True))
+    mtimes = [info.mtime.timestamp() for info in listed if info.type == FileType.File]
+    younger_than_all, older_than_all = int((min(mtimes) - 1) * 1000), int((max(mtimes) + 1) * 1000)
+    assert maintenance.orphan_files(table, younger_than_all) == [], "within the margin: never an orphan"
+    orphans = dict(maintenance.delete_orphan_files(table, older_than_all))
     assert f"file://{planted}" in orphans and not planted.exists()
     assert not any(location.endswith(table.metadata_location.rsplit("/", 1)[1]) for location in orphans)
     assert table.refresh().scan().to_arrow().num_rows == 9
-    assert maintenance.orphan_files(table, int(time.time() * 1000)) == []
+    assert maintenance.orphan_files(table, older_than_all) == []
 
 
 def test_a_batch_the_next_layer_has_not_taken_holds_expiry_back(catalog):
