@@ -470,9 +470,11 @@ def measure_ingest(settings, messages: int, wave: int) -> dict:
     from wap_pipeline.ingest import sqs as sqs_calls
     from wap_pipeline.ingest.forwarder import drain
     from wap_pipeline.ingest.producer import send_events
+    from wap_pipeline.ingest.receipts import receipt_log
     from wap_pipeline.provision import queue_url
 
     sqs = aws.client("sqs", settings)
+    receipts = receipt_log(aws.client("s3", settings), settings)
     firehose = aws.client("firehose", settings)
     url = queue_url(sqs, settings.queue_name)
     waves = [make_events(min(wave, messages - start), seed=start) for start in range(0, messages, wave)]
@@ -496,6 +498,7 @@ def measure_ingest(settings, messages: int, wave: int) -> dict:
             visibility_timeout_s=settings.visibility_timeout_s,
             wait_s=0,
             limits=settings.payload_limits,
+            receipts=receipts,
         )
         assert stats.rejected == 0 and stats.forwarded == stats.deleted, stats
         return stats.forwarded

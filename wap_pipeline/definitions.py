@@ -10,7 +10,12 @@ from wap_pipeline.assets.curated import (
 )
 from wap_pipeline.assets.daily_totals import curated_daily_totals
 from wap_pipeline.assets.operations import circuit_breaker_state, dlq_depth, quarantine_size
-from wap_pipeline.assets.raw import firehose_error_output_reingested, landed_files_reconciled, raw_events
+from wap_pipeline.assets.raw import (
+    firehose_error_output_reingested,
+    landed_files_reconciled,
+    messages_reconciled,
+    raw_events,
+)
 from wap_pipeline.assets.standardized import standardized_events
 from wap_pipeline.jobs import (
     ingest_job,
@@ -52,6 +57,7 @@ defs = Definitions(
         curated_row_accounting,
         curated_freshness,
         landed_files_reconciled,
+        messages_reconciled,
         firehose_error_output_reingested,
     ],
     jobs=[ingest_job, pipeline_job, maintenance_job, operations_job],

@@ -18,10 +18,16 @@ from wap_pipeline.assets.common import transient_retry_policy
 from wap_pipeline.assets.curated import CURATED_KEY, curated_freshness
 from wap_pipeline.assets.daily_totals import DAILY_TOTALS_KEY
 from wap_pipeline.assets.operations import BREAKER_KEY, DLQ_KEY, QUARANTINE_KEY
-from wap_pipeline.assets.raw import RAW_KEY, firehose_error_output_reingested, landed_files_reconciled
+from wap_pipeline.assets.raw import (
+    RAW_KEY,
+    firehose_error_output_reingested,
+    landed_files_reconciled,
+    messages_reconciled,
+)
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.ingest.forwarder import PartialFailureError, drain
 from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
+from wap_pipeline.ingest.receipts import receipt_log
 from wap_pipeline.operations.actions import Operator
 from wap_pipeline.operations.maintenance import LAYERS, maintain
 from wap_pipeline.partitions import landing_batches
@@ -52,6 +58,7 @@ def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> No
             wait_s=settings.receive_wait_s,
             limits=settings.payload_limits,
             breaker=forwarder_breaker(aws.client("dynamodb"), settings),
+            receipts=receipt_log(aws.client("s3"), settings),
         )
     except PartialFailureError as error:
         raise Failure(str(error), allow_retries=True) from error
@@ -84,7 +91,9 @@ def ingest_job() -> None:
 pipeline_job = define_asset_job(
     name=PIPELINE_JOB,
     selection=AssetSelection.assets(RAW_KEY, STANDARDIZED_KEY, CURATED_KEY, DAILY_TOTALS_KEY)
-    - AssetSelection.checks(curated_freshness, landed_files_reconciled, firehose_error_output_reingested),
+    - AssetSelection.checks(
+        curated_freshness, landed_files_reconciled, messages_reconciled, firehose_error_output_reingested
+    ),
     partitions_def=landing_batches,
     executor_def=in_process_executor,
     tags={WRITER_TAG: PIPELINE_JOB},
@@ -146,11 +155,13 @@ maintenance_schedule = ScheduleDefinition(
 operations_job = define_asset_job(
     name=OPERATIONS_JOB,
     selection=AssetSelection.assets(DLQ_KEY, BREAKER_KEY, QUARANTINE_KEY)
-    | AssetSelection.checks(curated_freshness, landed_files_reconciled, firehose_error_output_reingested),
+    | AssetSelection.checks(
+        curated_freshness, landed_files_reconciled, messages_reconciled, firehose_error_output_reingested
+    ),
     executor_def=in_process_executor,
     description=(
         "Observe the pipeline's health: DLQ depth and age, breaker, quarantine size, curated freshness, "
-        "landed files reconciled with the manifests."
+        "landed files reconciled with the manifests, messages with the forwarder's receipts."
     ),
 )
 

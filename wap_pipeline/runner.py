@@ -354,6 +354,8 @@ def run_until_idle(
             observe = launch_run(instance, OPERATIONS_JOB, {}, log_level)
             report.runs.append(observe)
             log(f"{OPERATIONS_JOB} -> {observe.status} (run {observe.run_id})")
+            # Announce what the observation found (a failed reconciliation) before going idle.
+            run_sensor_once(instance, alerts_sensor, report, lambda message: None, log_level)
             return report
         time.sleep(poll_s)
     return report

@@ -4,6 +4,8 @@ import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
+    AssetCheckKey,
+    DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -14,12 +16,13 @@ from dagster import (
     sensor,
 )
 
+from wap_pipeline.assets.raw import FIREHOSE_ERRORS_CHECK, MESSAGES_CHECK, RAW_KEY, RECONCILIATION_CHECK
 from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.forwarder_breaker import forwarder_breaker
 from wap_pipeline.ingest.landing import LandingCursor, discover
 from wap_pipeline.jobs import INGEST_JOB, ingest_job, pipeline_job
-from wap_pipeline.operations.alerts import AlertCursor, alerts_due
+from wap_pipeline.operations.alerts import AlertCursor, CheckFailure, alerts_due
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
 
@@ -94,12 +97,35 @@ def landing_sensor(context: SensorEvaluationContext, aws: AwsResource, catalog: 
     )
 
 
+RECONCILIATION_CHECKS = tuple(
+    AssetCheckKey(RAW_KEY, name) for name in (RECONCILIATION_CHECK, MESSAGES_CHECK, FIREHOSE_ERRORS_CHECK)
+)
+
+
+def failed_reconciliations(instance: DagsterInstance) -> list[CheckFailure]:
+    """The latest evaluation of each reconciliation check, where it failed."""
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(RECONCILIATION_CHECKS))
+    failures = []
+    for key, record in latest.items():
+        evaluation = record.event.asset_check_evaluation if record.event is not None else None
+        if evaluation is None or evaluation.passed:
+            continue
+        details = {
+            name: getattr(value, "value", value)
+            for name, value in evaluation.metadata.items()
+            if name != "recovery"
+        }
+        failures.append(CheckFailure(key.name, record.id, details))
+    return failures
+
+
 @sensor(
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Publishes alerts to the SNS topic WAP_ALERTS_TOPIC: the breaker went RED (once per trip), the DLQ "
-        "grew, the forwarder paused for a Firehose outage. Subscribe email or chat to the topic."
+        "grew, the forwarder paused for a Firehose outage, a reconciliation check failed. Subscribe email or "
+        "chat to the topic."
     ),
 )
 def alerts_sensor(context: SensorEvaluationContext, aws: AwsResource, breaker: CircuitBreakerResource):
@@ -111,6 +137,7 @@ def alerts_sensor(context: SensorEvaluationContext, aws: AwsResource, breaker: C
             breaker.breaker().state(),
             forwarder_breaker(aws.client("dynamodb"), settings).state(),
             dlq_visible + dlq_in_flight,
+            failed_reconciliations(context.instance),
         )
         if due:
             sns, topic = aws.client("sns"), aws.alerts_topic_arn()

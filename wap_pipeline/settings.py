@@ -48,6 +48,8 @@ class Settings:
     patches_prefix: str = "patches/"
     # Where Firehose writes the records it could not deliver (its ErrorOutputPrefix).
     firehose_errors_prefix: str = "landing-errors/"
+    # The forwarder's receipts (wap_pipeline.ingest.receipts): what it forwarded and rejected, per group.
+    forward_receipts_prefix: str = "forwarded/"
     warehouse_bucket: str = "wap-warehouse"
     breaker_table: str = "wap-circuit-breaker"
     quarantine_table: str = "wap-quarantine"

@@ -64,6 +64,15 @@ def record_sent(settings: Settings, count: int, kind: str = "valid") -> None:
 NOT_NEW_MESSAGES = frozenset({"replay"})
 
 
+def has_sent_ledger(settings: Settings) -> bool:
+    return _ledger(settings).exists()
+
+
+def wipe_sent_ledger(settings: Settings) -> None:
+    """Forget what was sent: status then accounts from the pipeline's own records only."""
+    _ledger(settings).unlink(missing_ok=True)
+
+
 def sent_counts(settings: Settings) -> dict[str, int]:
     counts: dict[str, int] = {}
     path = _ledger(settings)

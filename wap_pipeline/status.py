@@ -8,16 +8,25 @@ when it was committed, by the blocking checks):
     landed (raw rows) = quarantined (masked) + published to standardized       once published
     published         = inserted + superseded + skipped as duplicates          once curated
 
-Overall: every message sent (as far as this project knows: the ledger `wap-pipeline send` keeps; a
-re-injected replay is not a new message) is in exactly one final place -- curated, the quarantine
-(quarantined ids whose fixed replay is not in curated; a replay in curated counts once, in curated),
-the DLQ, or purged from the DLQ by an operator (a recorded decision: the operator audit log lists every
-purged message id) -- with nothing left in the queue and every batch's identity holding.
+Overall, two ways, both with nothing left in the queue and every batch's identity holding:
+
+* **From the pipeline's own records** (always computed; the identity under ``WAP_PROFILE=aws`` and
+  wherever no sender's ledger exists): per message id, what the forwarder's receipts say it forwarded
+  landed, and what landed was published or masked by the quarantine
+  (:mod:`wap_pipeline.rules.accounting`); every message rejected for its content and never fixed is in
+  the DLQ or was purged from it. On AWS over the last ``WAP_RECONCILE_WINDOW_HOURS``, locally over all.
+* **Against the local ledger** `wap-pipeline send` keeps (the local default, when it exists; checked
+  in addition to the first): every
+  message sent (a re-injected replay is not a new message) is in exactly one final place -- curated,
+  the quarantine (quarantined ids whose fixed replay is not in curated; a replay in curated counts
+  once, in curated), the DLQ, or purged from the DLQ by an operator (a recorded decision: the operator
+  audit log lists every purged message id).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pyarrow.compute as pc
 from pyiceberg.expressions import In
@@ -27,15 +36,17 @@ from wap_pipeline import aws
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
 from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.ingest import reconcile
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.landing import list_objects
 from wap_pipeline.operations.audit_log import AuditLog
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine
+from wap_pipeline.rules.accounting import MessageAccount
 from wap_pipeline.rules.quarantine import RECORD_ID_COLUMN
 from wap_pipeline.settings import Settings
-from wap_pipeline.state import NOT_NEW_MESSAGES, sent_counts
+from wap_pipeline.state import NOT_NEW_MESSAGES, has_sent_ledger, sent_counts
 
 
 @dataclass
@@ -98,6 +109,12 @@ class Status:
     dlq_purged: int
     batches_published: int
     bookmark: dict | None
+    messages: MessageAccount
+    """The reconciliation from the pipeline's own records (forwarder receipts, raw, standardized)."""
+    rejected_unplaced: int
+    """Rejected messages (never fixed) neither purged nor possibly in the DLQ: more than it holds."""
+    sent_ledger: bool
+    """Whether a sender's ledger exists (local): the overall identity is then checked against it too."""
     batches: list[BatchAccount] = field(default_factory=list)
 
     @property
@@ -125,23 +142,32 @@ class Status:
         )
 
     @property
-    def identity_holds(self) -> bool:
+    def records_identity_holds(self) -> bool:
+        """Every message is accounted for by the pipeline's own records."""
         return (
             self.queue_depth == 0
             and self.queue_in_flight == 0
-            and self.accounted == self.messages_sent
+            and self.messages.holds
+            and self.rejected_unplaced == 0
             and all(b.identity_holds for b in self.batches)
         )
+
+    @property
+    def identity_holds(self) -> bool:
+        """The records' identity; with a sender's ledger, also the count against it."""
+        return self.records_identity_holds and (not self.sent_ledger or self.accounted == self.messages_sent)
 
     def as_dict(self) -> dict:
         document = asdict(self)
         document["batches"] = [b.as_dict() for b in self.batches]
+        document["messages"] = self.messages.as_dict()
         return {
             **document,
             "masked_rows": self.masked_rows,
             "unauthorized_replays": self.unauthorized_replays,
             "invalid_rows": self.invalid_rows,
             "accounted": self.accounted,
+            "records_identity_holds": self.records_identity_holds,
             "identity_holds": self.identity_holds,
         }
 
@@ -203,7 +229,8 @@ def quarantined_in_curated(curated: Table, ids: set[str]) -> int:
     return len(pc.unique(found[RECORD_ID_COLUMN]))
 
 
-def collect(settings: Settings) -> Status:
+def collect(settings: Settings, now: datetime | None = None) -> Status:
+    now = now or datetime.now(UTC)
     tables = ensure_tables(load_wap_catalog(settings))
     sqs = aws.client("sqs", settings)
     visible, in_flight = sqs_calls.depth(sqs, queue_url(sqs, settings.queue_name))
@@ -213,6 +240,24 @@ def collect(settings: Settings) -> Status:
     landed = list_objects(aws.client("s3", settings), settings.landing_bucket, settings.landing_prefix)
     quarantined = Quarantine(dynamodb, settings.quarantine_table).ids()
     sent = sent_counts(settings)
+    purged = {
+        message_id
+        for entry in AuditLog(dynamodb, settings.audit_table).entries()
+        if entry.action == "dlq.purge"
+        for message_id in entry.details.get("message_ids", [])
+    }
+    messages = reconcile.messages(
+        aws.client("s3", settings),
+        tables["raw"],
+        tables["standardized"],
+        quarantined,
+        settings,
+        now,
+        # Locally everything since the first receipt, and nothing is still in a Firehose buffer (the local
+        # server delivers at once); on AWS the reconciliation's window and grace period.
+        None if settings.is_local else now - timedelta(hours=settings.reconcile_window_hours),
+        timedelta(0) if settings.is_local else None,
+    )
     return Status(
         messages_sent=sum(count for kind, count in sent.items() if kind not in NOT_NEW_MESSAGES),
         files_landed=len(landed),
@@ -226,12 +271,11 @@ def collect(settings: Settings) -> Status:
         breaker_reason=breaker.reason,
         quarantined=len(quarantined),
         quarantined_replayed=quarantined_in_curated(tables["curated"], set(quarantined)),
-        dlq_purged=sum(
-            len(entry.details.get("message_ids", []))
-            for entry in AuditLog(dynamodb, settings.audit_table).entries()
-            if entry.action == "dlq.purge"
-        ),
+        dlq_purged=len(purged),
         batches_published=len(wap.published_batches(tables["standardized"])),
         bookmark=wap.bookmark(tables["standardized"]),
+        messages=messages,
+        rejected_unplaced=max(0, len(set(messages.rejected) - purged) - (dlq_visible + dlq_in_flight)),
+        sent_ledger=settings.is_local and has_sent_ledger(settings),
         batches=batch_accounts(tables),
     )

@@ -1,7 +1,7 @@
 """raw/events: every landed record of the batch, as it came, plus lineage."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 from dagster import (
@@ -21,9 +21,14 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
 from wap_pipeline.ingest import firehose_errors
 from wap_pipeline.ingest.landing import Manifest, read_landed_files, read_manifest
-from wap_pipeline.ingest.reconcile import unannounced
+from wap_pipeline.ingest.reconcile import messages, unannounced
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.resources import (
+    AwsResource,
+    CircuitBreakerResource,
+    IcebergCatalogResource,
+    QuarantineResource,
+)
 from wap_pipeline.rules.envelope import raw_table
 
 RAW_KEY = AssetKey(["raw", "events"])
@@ -123,6 +128,47 @@ def landed_files_reconciled(aws: AwsResource) -> AssetCheckResult:
             "unbatched_bytes": sum(o.size for o in missing),
             "sample_keys": MetadataValue.json([o.key for o in missing[:20]]),
             "recovery": MetadataValue.text("wap-pipeline reconcile --adopt --reason '...'"),
+        },
+    )
+
+
+MESSAGES_CHECK = "messages_reconciled"
+
+
+@asset_check(
+    asset=RAW_KEY,
+    name=MESSAGES_CHECK,
+    description=(
+        "Per message id over the last `WAP_RECONCILE_WINDOW_HOURS`, from the pipeline's own records: every "
+        "message the forwarder's receipts say Firehose accepted (older than `WAP_RECONCILE_AFTER_MINUTES`) "
+        "landed in a batch, every landed row was forwarded, and every landed row of a published batch is in "
+        "standardized or masked by a quarantined id. Failed names the message ids. Runs with the operations "
+        "job."
+    ),
+)
+def messages_reconciled(
+    aws: AwsResource, catalog: IcebergCatalogResource, quarantine: QuarantineResource
+) -> AssetCheckResult:
+    settings, tables, now = aws.settings(), catalog.tables(), datetime.now(UTC)
+    account = messages(
+        aws.client("s3"),
+        tables["raw"],
+        tables["standardized"],
+        quarantine.quarantine().ids(),
+        settings,
+        now,
+        now - timedelta(hours=settings.reconcile_window_hours),
+    )
+    return AssetCheckResult(
+        passed=account.holds,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            **{k: v for k, v in account.as_dict().items() if not k.startswith("sample_") and k != "holds"},
+            **{k: MetadataValue.json(v) for k, v in account.as_dict().items() if k.startswith("sample_")},
+            "recovery": MetadataValue.text(
+                "not landed: `data-patcher firehose-errors list` and `wap-pipeline reconcile` (files in no batch);"
+                " not forwarded: find who writes to the stream or the landing prefix; lost: docs/runbook.md"
+            ),
         },
     )
 

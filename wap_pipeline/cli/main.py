@@ -547,11 +547,14 @@ def status(as_json: bool, check: bool) -> None:
     """Where every message is, overall and per batch, and whether the accounting identity holds.
 
     Per batch: landed = quarantined + published; published = inserted + superseded + skipped.
-    Overall: sent = curated + quarantined (without a replay in curated) + DLQ, with an empty queue.
+    Overall, per message id from the pipeline's own records: forwarded = landed = published + masked
+    (the identity under WAP_PROFILE=aws, or without a sender's ledger); with the local ledger, also
+    sent = curated + quarantined (without a replay in curated) + DLQ. Both with an empty queue.
     """
     from wap_pipeline.status import collect
 
     current = collect(_settings())
+    m = current.messages
     if as_json:
         click.echo(json.dumps(current.as_dict(), indent=2, default=str))
     else:
@@ -577,7 +580,19 @@ def status(as_json: bool, check: bool) -> None:
             ),
             ("bookmark", (current.bookmark or {}).get("batch_id", "-")),
             ("accounted (curated+quarantine+DLQ+purged)", f"{current.accounted} of {current.messages_sent}"),
-            ("every sent message accounted for", "yes" if current.identity_holds else "NO"),
+            (
+                "forwarded / landed / published / masked (receipts)",
+                f"{m.forwarded} / {m.landed} / {m.published} / {m.masked}",
+            ),
+            (
+                "forwarded not landed / landed not forwarded / lost",
+                f"{len(m.not_landed)} / {len(m.not_forwarded)} / {len(m.unaccounted)}",
+            ),
+            ("accounted by the pipeline's own records", "yes" if current.records_identity_holds else "NO"),
+            (
+                "every sent message accounted for" + ("" if current.sent_ledger else " (no sender's ledger)"),
+                "yes" if current.identity_holds else "NO",
+            ),
         ]
         width = max(len(label) for label, _ in rows)
         for label, value in rows:

@@ -6,9 +6,12 @@
   the stats (message id, receive count, reason) for the caller to log once.
 * A message is deleted only after Firehose accepted its record. ``PutRecordBatch`` partial failures
   (``FailedPutCount`` > 0) are resent -- only the failed records -- with exponential backoff.
-* When Firehose fails for good (an outage outlasting botocore's retries and our resends), the group's
-  messages are given back and the forwarder's breaker opens (:mod:`.forwarder_breaker`): nothing more
-  is received until a probe finds Firehose back, so an outage never spends the messages' receives.
+* Before deleting, the forwarder writes its receipt of the group (:mod:`.receipts`): the message ids
+  Firehose accepted and the rejections. The message reconciliation holds landed rows against it.
+* When Firehose fails for good (an outage outlasting botocore's retries and our resends), or the
+  receipt cannot be written, the group's messages are given back and the forwarder's breaker opens
+  (:mod:`.forwarder_breaker`): nothing more is received until a probe finds Firehose and the receipt
+  log back, so an outage never spends the messages' receives.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wap_pipeline.faults import fault_point
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.forwarder_breaker import ForwarderBreaker
+from wap_pipeline.ingest.receipts import ForwardReceipt, ReceiptLog
 from wap_pipeline.rules.envelope import (
     DEFAULT_LIMITS,
     PayloadLimits,
@@ -43,8 +48,9 @@ class PartialFailureError(RuntimeError):
     """Firehose kept refusing some records after every resend."""
 
 
-class FirehoseUnavailableError(RuntimeError):
-    """Firehose refused a group's puts for good: the messages are not at fault and must not be deleted."""
+class DownstreamUnavailableError(RuntimeError):
+    """Firehose refused a group's puts for good, or its receipt could not be written: the messages are
+    not at fault and must not be deleted."""
 
     def __init__(self, message: str, receipt_handles: list[str], stats: ForwardStats):
         super().__init__(message)
@@ -129,11 +135,19 @@ def put_all(
 
 
 def forward_messages(
-    firehose, sqs, queue_url: str, stream: str, messages: list[dict], limits: PayloadLimits = DEFAULT_LIMITS
+    firehose,
+    sqs,
+    queue_url: str,
+    stream: str,
+    messages: list[dict],
+    receipts: ReceiptLog | None,
+    limits: PayloadLimits = DEFAULT_LIMITS,
 ) -> ForwardStats:
-    """Forward one group of received messages, then delete those Firehose accepted."""
+    """Forward one group of received messages, record them in ``receipts`` (None: unrecorded, for
+    benchmarks), then delete those Firehose accepted."""
     stats = ForwardStats(received=len(messages))
     accepted: list[tuple[str, bytes]] = []
+    originals: dict[str, str] = {}
     for message in messages:
         record = to_landing_record(message, limits)
         if isinstance(record, Rejection):
@@ -151,13 +165,23 @@ def forward_messages(
             )
             continue
         accepted.append((message["ReceiptHandle"], data))
+        originals[record["message_id"]] = record["original_message_id"]
+    if accepted:
+        try:
+            stats.resent = put_all(firehose, stream, accepted)
+        except (BotoCoreError, ClientError, PartialFailureError) as error:
+            handles = [handle for handle, _ in accepted]
+            raise DownstreamUnavailableError(f"Firehose unavailable: {error}", handles, stats) from error
+    if receipts is not None and (accepted or stats.rejections):
+        try:
+            receipts.write(ForwardReceipt(datetime.now(UTC), originals, tuple(stats.rejections)))
+        except (BotoCoreError, ClientError) as error:
+            # Not deleted, the messages come back and are forwarded (and landed) again: curated keeps
+            # one copy. Deleting them unrecorded would make the reconciliation report them as unknown.
+            handles = [handle for handle, _ in accepted]
+            raise DownstreamUnavailableError(f"receipt log unavailable: {error}", handles, stats) from error
     if not accepted:
         return stats
-    try:
-        stats.resent = put_all(firehose, stream, accepted)
-    except (BotoCoreError, ClientError, PartialFailureError) as error:
-        handles = [handle for handle, _ in accepted]
-        raise FirehoseUnavailableError(f"Firehose unavailable: {error}", handles, stats) from error
     stats.forwarded = len(accepted)
     fault_point("ingest.after_put_before_delete")
     stats.deleted, failed = sqs_calls.delete(sqs, queue_url, [handle for handle, _ in accepted])
@@ -180,19 +204,25 @@ def drain(
     wait_s: int = 0,
     limits: PayloadLimits = DEFAULT_LIMITS,
     breaker: ForwarderBreaker | None = None,
+    receipts: ReceiptLog | None = None,
 ) -> ForwardStats:
     """Receive until the queue answers empty (or ``max_messages`` were received), forwarding in
     groups of up to ``group_size`` messages.
 
     A group is flushed well within the visibility timeout so that no message reappears while its
     record is being put. With ``breaker``: nothing is received while it is open (the stats say
-    ``paused``), and a group Firehose refuses for good is given back and opens it; without one, that
-    failure is raised.
+    ``paused``), and a group Firehose refuses for good (or whose receipt cannot be written) is given
+    back and opens it; without one, that failure is raised. ``receipts``: where each group's receipt
+    goes (None only where nothing reconciles, as in benchmarks).
     """
     total = ForwardStats()
-    if breaker is not None and not breaker.allows_receive(
-        lambda: firehose.describe_delivery_stream(DeliveryStreamName=stream)
-    ):
+
+    def probe() -> None:
+        firehose.describe_delivery_stream(DeliveryStreamName=stream)
+        if receipts is not None:
+            receipts.s3.head_bucket(Bucket=receipts.bucket)
+
+    if breaker is not None and not breaker.allows_receive(probe):
         total.paused = breaker.state().reason or "forwarder breaker open"
         return total
     deadline = time.monotonic() + max_seconds
@@ -208,8 +238,8 @@ def drain(
             group.extend(messages)
         if group:
             try:
-                total.add(forward_messages(firehose, sqs, queue_url, stream, group, limits))
-            except FirehoseUnavailableError as error:
+                total.add(forward_messages(firehose, sqs, queue_url, stream, group, receipts, limits))
+            except DownstreamUnavailableError as error:
                 if breaker is None:
                     raise error.__cause__ from None
                 total.add(error.stats)

@@ -214,6 +214,11 @@ def _identities(raw: pa.Table, payloads: list[dict | None]) -> tuple[pa.Array, p
     )
 
 
+def record_quarantine_ids(raw: pa.Table) -> pa.Array:
+    """Each raw row's quarantine id, as :func:`standardize` gives it (the id that masks the row)."""
+    return _identities(raw, [json_object(body) for body in raw["body"].to_pylist()])[0]
+
+
 def quarantine_split(
     raw: pa.Table, quarantined_ids: Collection[str], grants: Grants | None = None
 ) -> tuple[pa.Table, pa.Array]:

@@ -94,17 +94,19 @@ def latest_partition_runs(job_name: str = "standard_ingest") -> dict[str, list]:
 
 
 def land_file(
-    settings: Settings, bodies: list[str], hour_folder: datetime | None = None
+    settings: Settings, bodies: list[str], hour_folder: datetime | None = None, forwarded: bool = True
 ) -> tuple[str, list[str]]:
     """One landing file as Firehose writes it after buffering many messages (locally each
     PutRecordBatch becomes its own small file): one landing envelope per line, built by the
-    forwarder's own function. Recorded in the sent ledger. Returns (key, message ids by line).
+    forwarder's own function. Recorded in the sent ledger and in a forwarder receipt. Returns (key, message ids by line).
 
     ``hour_folder``: name the file after that time instead of now, as Firehose names a delivery it
-    retried for hours after its oldest record's arrival (a late file)."""
+    retried for hours after its oldest record's arrival (a late file). ``forwarded=False``: a file
+    written behind the forwarder's back, which no receipt explains."""
     import uuid
     from datetime import UTC
 
+    from wap_pipeline.ingest.receipts import ForwardReceipt, receipt_log
     from wap_pipeline.rules.envelope import landing_line, to_landing_record
 
     now = datetime.now(UTC)
@@ -129,7 +131,11 @@ def land_file(
         f"{settings.landing_prefix}{named:%Y/%m/%d/%H}/"
         f"{settings.stream_name}-1-{named:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}"
     )
-    aws.client("s3", settings).put_object(Bucket=settings.landing_bucket, Key=key, Body=data)
+    s3 = aws.client("s3", settings)
+    s3.put_object(Bucket=settings.landing_bucket, Key=key, Body=data)
+    # What the forwarder that put these records would have recorded (wap_pipeline.ingest.receipts).
+    if forwarded:
+        receipt_log(s3, settings).write(ForwardReceipt(named, {m: m for m in message_ids}))
     record_sent(settings, len(bodies))
     return key, message_ids
 

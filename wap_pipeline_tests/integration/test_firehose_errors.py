@@ -11,6 +11,7 @@ import pytest
 from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.ingest import firehose_errors
+from wap_pipeline.ingest.receipts import ForwardReceipt, receipt_log
 from wap_pipeline.rules.envelope import landing_line, to_landing_record
 from wap_pipeline.state import record_sent
 from wap_pipeline_tests.integration.cli import patcher, run_cli
@@ -18,17 +19,21 @@ from wap_pipeline_tests.integration.helpers import check_evaluations, curated_ke
 
 pytestmark = pytest.mark.integration
 
+NO_GRACE = {"WAP_RECONCILE_AFTER_MINUTES": "0"}
 
-def _error_file(events: list[dict]) -> bytes:
+
+def _error_file(stack, events: list[dict]) -> bytes:
     """What Firehose writes under its ErrorOutputPrefix: a JSON line per record it gave up on, the
-    record (a landing line) base64-encoded in rawData."""
+    record (a landing line) base64-encoded in rawData. The forwarder had put them: its receipt says so."""
     now = datetime.now(UTC)
+    message_ids = [str(uuid.uuid4()) for _ in events]
+    receipt_log(aws.client("s3", stack), stack).write(ForwardReceipt(now, {m: m for m in message_ids}))
     lines = []
-    for event in events:
+    for event, message_id in zip(events, message_ids, strict=True):
         record = landing_line(
             to_landing_record(
                 {
-                    "MessageId": str(uuid.uuid4()),
+                    "MessageId": message_id,
                     "Body": orjson.dumps(event).decode(),
                     "Attributes": {
                         "SentTimestamp": str(int(now.timestamp() * 1000)),
@@ -54,12 +59,15 @@ def _error_file(events: list[dict]) -> bytes:
 def test_firehose_error_output_is_flagged_then_reingested_exactly_once(stack):
     events = make_events(12, seed=81)
     key = f"{stack.firehose_errors_prefix}failed/{datetime.now(UTC):%Y/%m/%d/%H}/ingest-events-stream-1-x"
-    aws.client("s3", stack).put_object(Bucket=stack.landing_bucket, Key=key, Body=_error_file(events))
+    aws.client("s3", stack).put_object(Bucket=stack.landing_bucket, Key=key, Body=_error_file(stack, events))
     record_sent(stack, len(events))
 
-    run_cli("run", "--until-idle")
+    run_cli("run", "--until-idle", env=NO_GRACE)
     evaluation = check_evaluations(["raw", "events"], "firehose_error_output_reingested")[0]
     assert evaluation.passed is False and evaluation.metadata["sample_keys"].value == [key]
+    # The forwarder's receipts know these messages were accepted: the message reconciliation misses them.
+    unlanded = check_evaluations(["raw", "events"], "messages_reconciled")[0]
+    assert unlanded.passed is False and unlanded.metadata["not_landed"].value == len(events)
     assert curated_key_counts(stack) == {}
     listed = patcher("--json", "firehose-errors", "list", check=False)
     assert listed.returncode == 1 and [p["key"] for p in json.loads(listed.stdout)["pending"]] == [key]
@@ -71,8 +79,9 @@ def test_firehose_error_output_is_flagged_then_reingested_exactly_once(stack):
     # Two operators at once: the landing key is written once, the second put is refused by S3.
     assert firehose_errors.reingest(aws.client("s3", stack), stack, key) is None
 
-    run_cli("run", "--until-idle")
+    run_cli("run", "--until-idle", env=NO_GRACE)
     counts = curated_key_counts(stack)
     assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
     assert check_evaluations(["raw", "events"], "firehose_error_output_reingested")[0].passed is True
+    assert check_evaluations(["raw", "events"], "messages_reconciled")[0].passed is True
     run_cli("status", "--check")

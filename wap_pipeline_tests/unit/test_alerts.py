@@ -1,7 +1,7 @@
 """What the alerts sensor announces, and that it announces each thing once."""
 
 from wap_pipeline.ingest.forwarder_breaker import ForwarderState
-from wap_pipeline.operations.alerts import AlertCursor, alerts_due
+from wap_pipeline.operations.alerts import AlertCursor, CheckFailure, alerts_due
 from wap_pipeline.resources.breaker import BreakerState
 
 GREEN = BreakerState("p", version=1)
@@ -28,3 +28,14 @@ def test_dlq_growth_and_a_paused_forwarder_are_announced():
     assert alerts_due(cursor, GREEN, OPEN, 5)[0] == [], "nothing new"
     assert alerts_due(cursor, GREEN, OPEN, 3)[0] == [], "a DLQ that shrank (purged, redriven) is no alert"
     assert AlertCursor.from_json(cursor.to_json()) == cursor
+
+
+def test_a_failed_reconciliation_is_announced_once_per_failed_evaluation():
+    failure = CheckFailure("messages_reconciled", 41, {"not_landed": 2, "sample_not_landed": ["m1", "m2"]})
+    alerts, cursor = alerts_due(AlertCursor(), GREEN, CLOSED, 0, [failure])
+    assert [a.subject for a in alerts] == ["[wap] reconciliation failed: messages_reconciled"]
+    assert "m1" in alerts[0].message and "not_landed: 2" in alerts[0].message
+    assert alerts_due(cursor, GREEN, CLOSED, 0, [failure])[0] == [], "the same evaluation once"
+    assert AlertCursor.from_json(cursor.to_json()) == cursor
+    again = CheckFailure("messages_reconciled", 57, {"not_landed": 1})
+    assert len(alerts_due(cursor, GREEN, CLOSED, 0, [again])[0]) == 1, "a later failed evaluation again"
