@@ -409,17 +409,42 @@ def _dlq_url(ctx: Context) -> tuple[object, str]:
 
 @dlq.command("list")
 @click.option("--limit", type=int, default=None, help="At most this many messages.")
+@click.option(
+    "--why",
+    is_flag=True,
+    help="Say why the forwarder rejected each message, from its receipts of the DLQ's retention period; "
+    "a message it never rejected is a victim of something else (receives spent by crashes), not bad content.",
+)
 @pass_context
-def dlq_list(ctx: Context, limit: int | None) -> None:
+def dlq_list(ctx: Context, limit: int | None, why: bool) -> None:
     """List DLQ messages without consuming them (they stay in the DLQ)."""
+    from datetime import UTC, datetime, timedelta
+
+    from wap_pipeline import aws
     from wap_pipeline.ingest.dlq import browse
+    from wap_pipeline.ingest.receipts import receipt_log
 
     messages = browse(*_dlq_url(ctx), limit=limit)
+    reasons: dict[str, str] = {}
+    if why and messages:
+        since = datetime.now(UTC) - timedelta(
+            seconds=ctx.settings.dlq_retention_s + ctx.settings.queue_retention_s
+        )
+        for receipt in receipt_log(aws.client("s3", ctx.settings), ctx.settings).read(since):
+            reasons.update((r.message_id, r.reason) for r in receipt.rejected)
+    documents = [
+        {**m.as_dict(), "rejected_for": reasons.get(m.message_id)} if why else m.as_dict() for m in messages
+    ]
     lines = [
         f"{m.message_id}\toriginal={m.original_message_id}\treceives={m.receive_count}\tsent={m.sent_at}\t{m.body[:60]!r}"
+        + (
+            f"\trejected: {reasons.get(m.message_id) or 'never by the forwarder (not its content)'}"
+            if why
+            else ""
+        )
         for m in messages
     ]
-    ctx.emit([m.as_dict() for m in messages], "\n".join(lines) if lines else "DLQ is empty")
+    ctx.emit(documents, "\n".join(lines) if lines else "DLQ is empty")
 
 
 @dlq.command("show")

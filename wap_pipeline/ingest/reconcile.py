@@ -16,9 +16,9 @@ what landed in raw, and what standardized published, and checks the identities o
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from pyiceberg.expressions import And, GreaterThanOrEqual, In
+from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, In
 from pyiceberg.table import Table
 
 from wap_pipeline.iceberg import wap
@@ -90,13 +90,18 @@ def messages(
     A message forwarded within ``grace`` (default ``WAP_RECONCILE_AFTER_MINUTES``) may still be in
     Firehose's buffer or wait for its batch: it is not required to have landed yet.
 
-    Receipts older than the oldest one kept do not exist (a deployment from before receipts, or a
-    lifecycle rule): the window starts no earlier than the oldest receipt.
+    With ``since``, receipts older than the oldest one kept do not exist (a deployment from before
+    receipts, or a lifecycle rule): the window starts no earlier than the oldest receipt. Without,
+    every batch is held against every receipt.
     """
     receipts = receipt_log(s3, settings).read(None if since is None else since - FORWARD_TO_BATCH_LAG)
-    if not receipts:
+    if since is None:
+        start, in_window = datetime.min.replace(tzinfo=UTC), AlwaysTrue()
+    elif receipts:
+        start = max(since, receipts[0].forwarded_at)
+        in_window = GreaterThanOrEqual("batch_id", make_batch_id(start, 0))
+    else:  # nothing forwarded since receipts exist: no window yet
         return reconcile_messages((), {}, {}, lambda _: False, (), {}, quarantined)
-    start = receipts[0].forwarded_at if since is None else max(since, receipts[0].forwarded_at)
     until = now - (timedelta(minutes=settings.reconcile_after_minutes) if grace is None else grace)
     known: dict[str, str] = {}
     must_land: set[str] = set()
@@ -106,7 +111,6 @@ def messages(
         rejected.update(r.message_id for r in receipt.rejected)
         if start <= receipt.forwarded_at <= until:
             must_land.update(receipt.forwarded)
-    in_window = GreaterThanOrEqual("batch_id", make_batch_id(start, 0))
     landed: dict[str, set[str]] = {}
     rows = raw.scan(row_filter=in_window, selected_fields=("batch_id", "message_id")).to_arrow()
     for batch_id, message_id in zip(

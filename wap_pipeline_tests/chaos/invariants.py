@@ -14,7 +14,8 @@
    keeps, whichever batch each copy landed in;
 8. curated/daily_totals equals a recomputation from curated;
 plus `wap-pipeline status --json`'s own identity (landed = quarantined + published = inserted +
-superseded + skipped per batch; sent = curated + quarantine + DLQ overall).
+superseded + skipped per batch; sent = curated + quarantine + DLQ overall; and per message id from the
+forwarder's receipts, forwarded = landed = published + masked).
 """
 
 from __future__ import annotations
@@ -225,6 +226,6 @@ def check_invariants(
         bad = [b for b in status["batches"] if not b["identity_holds"]]
         problems.append(
             f"status identity does not hold: sent {status['messages_sent']}, accounted {status['accounted']}, "
-            f"breaker {status['breaker']}, batches {bad[:3]}"
+            f"breaker {status['breaker']}, batches {bad[:3]}, pipeline's own records {status['messages']}"
         )
     return problems

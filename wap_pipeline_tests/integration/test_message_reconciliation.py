@@ -37,6 +37,9 @@ def test_every_message_is_accounted_for_from_the_pipelines_records_alone(stack):
     patcher("resume-pipeline", "--pipeline", "standard_ingest", "--reason", "bad record quarantined")
     run_cli("run", "--until-idle", env=NO_GRACE)
 
+    (dead,) = json.loads(patcher("--json", "dlq", "list", "--why").stdout)
+    assert dead["rejected_for"] and "JSON" in dead["rejected_for"], dead
+
     wipe_sent_ledger(stack)
     status = json.loads(run_cli("status", "--json", "--check").stdout)
     assert status["sent_ledger"] is False and status["identity_holds"]
