@@ -12,7 +12,6 @@ client holds a lock; the clients themselves are.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
@@ -21,6 +20,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
+from wap_pipeline import hooks
 from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
 
 _session: boto3.session.Session | None = None
@@ -50,8 +50,7 @@ def client(service: str, settings: Settings | None = None):
         if _session is None:
             _session = boto3.session.Session()
         made = _session.client(service, **kwargs)
-    if settings.aws_call_log:
-        record_calls(made, settings.aws_call_log)
+    hooks.installed().client_created(service, made)
     return made
 
 
@@ -68,33 +67,3 @@ def from_item(item: Mapping[str, dict]) -> dict[str, object]:
         name: int(value) if isinstance(value, Decimal) and value == value.to_integral_value() else value
         for name, value in values.items()
     }
-
-
-def record_calls(client, path: str) -> None:
-    """Append every API call the client makes (service, operation, resource) to ``path`` as JSON
-    lines -- how the tests check the IAM policies (patcher and pipeline) against what the code really calls."""
-
-    def record(model, params, **_) -> None:
-        queue_url = params.get("QueueUrl") or ""
-        call = {
-            "service": model.service_model.endpoint_prefix,
-            "operation": model.name,
-            "bucket": params.get("Bucket"),
-            "key": params.get("Key"),
-            "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
-            "table": params.get("TableName") or _table_of_many(params),
-            "stream": params.get("DeliveryStreamName"),
-            "topic": (params.get("TopicArn") or "").rsplit(":", 1)[-1] or None,
-        }
-        with open(path, "a") as log:
-            log.write(json.dumps(call) + "\n")
-
-    client.meta.events.register("before-parameter-build", record)
-
-
-def _table_of_many(params: Mapping) -> str | None:
-    """The table of a BatchGetItem or TransactWriteItems call (the project's touch one table each)."""
-    tables = set(params.get("RequestItems") or ())
-    for item in params.get("TransactItems") or ():
-        tables.update(action["TableName"] for action in item.values())
-    return ",".join(sorted(tables)) or None
