@@ -19,7 +19,12 @@ PRODUCT = Path(hooks.__file__).resolve().parent
 def test_the_product_reads_no_test_setting_and_imports_no_test_code():
     for path in sorted(PRODUCT.rglob("*.py")):
         text = path.read_text()
-        for word in ("WAP_FAULTS", "WAP_AWS_CALL_LOG", "import wap_pipeline_tests", "from wap_pipeline_tests"):
+        for word in (
+            "WAP_FAULTS",
+            "WAP_AWS_CALL_LOG",
+            "import wap_pipeline_tests",
+            "from wap_pipeline_tests",
+        ):
             assert word not in text, f"{path.relative_to(PRODUCT.parent)} mentions {word}"
 
 
