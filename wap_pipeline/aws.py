@@ -19,6 +19,7 @@ from decimal import Decimal
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from wap_pipeline import hooks
 from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
@@ -67,3 +68,22 @@ def from_item(item: Mapping[str, dict]) -> dict[str, object]:
         name: int(value) if isinstance(value, Decimal) and value == value.to_integral_value() else value
         for name, value in values.items()
     }
+
+
+def put_if_version(dynamodb, table: str, item: Mapping[str, object], key: str, read_version: int) -> bool:
+    """Put ``item`` (with its ``version``) into ``table`` only if the stored item still has
+    ``read_version`` -- 0 meaning that there was none (``key`` names the partition key attribute).
+    False if another writer changed it since it was read: the caller reads again or gives up."""
+    kwargs: dict[str, object] = {"TableName": table, "Item": to_item(item)}
+    if read_version == 0:
+        kwargs["ConditionExpression"] = f"attribute_not_exists({key})"
+    else:
+        kwargs["ConditionExpression"] = "version = :v"
+        kwargs["ExpressionAttributeValues"] = to_item({":v": read_version})
+    try:
+        dynamodb.put_item(**kwargs)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
