@@ -306,9 +306,11 @@ def load_quarantine(dynamodb, table: str, count: int, threads: int = 4) -> float
     """Put ``count`` quarantined ids (setup, not measured: a few client threads overlap the calls)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from wap_pipeline import aws
+
     def put(start: int) -> None:
         requests = [
-            {"PutRequest": {"Item": {"record_id": {"S": quarantined_id(i)}, "reason": {"S": "bench"}}}}
+            {"PutRequest": {"Item": aws.to_item({"record_id": quarantined_id(i), "reason": "bench"})}}
             for i in range(start, min(start + 25, count))
         ]
         pending = {table: requests}
