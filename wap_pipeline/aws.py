@@ -51,7 +51,7 @@ def client(service: str, settings: Settings | None = None):
         if _session is None:
             _session = boto3.session.Session()
         made = _session.client(service, **kwargs)
-    hooks.installed().client_created(service, made)
+    hooks.installed(settings).client_created(service, made)
     return made
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import importlib
 import threading
 
+from wap_pipeline.settings import Settings
+
 
 class Hooks:
     """What happens at the pipeline's extension points: nothing, unless a plugin overrides it."""
@@ -43,15 +45,14 @@ _hooks: Hooks | None = None
 _lock = threading.Lock()
 
 
-def installed() -> Hooks:
-    """This process's hooks: the plugin's (``WAP_HOOKS_MODULE``), loaded once, or the no-op ones."""
+def installed(settings: Settings | None = None) -> Hooks:
+    """This process's hooks: the plugin's (``hooks_module`` of ``settings``, default from the
+    environment), loaded once, or the no-op ones."""
     global _hooks
     if _hooks is None:
         with _lock:
             if _hooks is None:
-                from wap_pipeline.settings import Settings
-
-                _hooks = load(Settings.from_env().hooks_module)
+                _hooks = load((settings or Settings.from_env()).hooks_module)
     return _hooks
 
 
