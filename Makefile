@@ -18,7 +18,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,spark]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,spark,local]'
 	touch $@
 
 # The Spark engine (WAP_ENGINE=spark) is installed too: the `spark` extra above (pyspark, the Iceberg

@@ -60,7 +60,7 @@ def main() -> None:
         started = time.perf_counter()
         for start in range(0, len(ids), 25):
             requests = [
-                {"PutRequest": {"Item": {"record_id": {"S": i}, "reason": {"S": "bench"}}}}
+                {"PutRequest": {"Item": aws.to_item({"record_id": i, "reason": "bench"})}}
                 for i in ids[start : start + 25]
             ]
             pending = {settings.quarantine_table: requests}

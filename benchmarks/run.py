@@ -306,9 +306,11 @@ def load_quarantine(dynamodb, table: str, count: int, threads: int = 4) -> float
     """Put ``count`` quarantined ids (setup, not measured: a few client threads overlap the calls)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from wap_pipeline import aws
+
     def put(start: int) -> None:
         requests = [
-            {"PutRequest": {"Item": {"record_id": {"S": quarantined_id(i)}, "reason": {"S": "bench"}}}}
+            {"PutRequest": {"Item": aws.to_item({"record_id": quarantined_id(i), "reason": "bench"})}}
             for i in range(start, min(start + 25, count))
         ]
         pending = {table: requests}
@@ -436,7 +438,8 @@ def measure_wap_overhead(catalog, standardized, batch_id: str, repeat: int = 3) 
             branch = wap.next_branch_name(table, run_id)
             wap.create_branch_from_main(table, branch)
             t1 = time.perf_counter()
-            wap.write_to_branch(table, branch, tagged, properties)
+            with wap.StagedAppend(table) as staged:
+                staged.write_all([tagged]).commit(properties, branch=branch)
             t2 = time.perf_counter()
             audit = count_invalid(wap.scan_batch(table, branch, run_id, AUDIT_COLUMNS))
             t3 = time.perf_counter()

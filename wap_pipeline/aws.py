@@ -12,7 +12,6 @@ client holds a lock; the clients themselves are.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
@@ -20,7 +19,9 @@ from decimal import Decimal
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from wap_pipeline import hooks
 from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
 
 _session: boto3.session.Session | None = None
@@ -50,8 +51,7 @@ def client(service: str, settings: Settings | None = None):
         if _session is None:
             _session = boto3.session.Session()
         made = _session.client(service, **kwargs)
-    if settings.aws_call_log:
-        record_calls(made, settings.aws_call_log)
+    hooks.installed(settings).client_created(service, made)
     return made
 
 
@@ -70,31 +70,20 @@ def from_item(item: Mapping[str, dict]) -> dict[str, object]:
     }
 
 
-def record_calls(client, path: str) -> None:
-    """Append every API call the client makes (service, operation, resource) to ``path`` as JSON
-    lines -- how the tests check the IAM policies (patcher and pipeline) against what the code really calls."""
-
-    def record(model, params, **_) -> None:
-        queue_url = params.get("QueueUrl") or ""
-        call = {
-            "service": model.service_model.endpoint_prefix,
-            "operation": model.name,
-            "bucket": params.get("Bucket"),
-            "key": params.get("Key"),
-            "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
-            "table": params.get("TableName") or _table_of_many(params),
-            "stream": params.get("DeliveryStreamName"),
-            "topic": (params.get("TopicArn") or "").rsplit(":", 1)[-1] or None,
-        }
-        with open(path, "a") as log:
-            log.write(json.dumps(call) + "\n")
-
-    client.meta.events.register("before-parameter-build", record)
-
-
-def _table_of_many(params: Mapping) -> str | None:
-    """The table of a BatchGetItem or TransactWriteItems call (the project's touch one table each)."""
-    tables = set(params.get("RequestItems") or ())
-    for item in params.get("TransactItems") or ():
-        tables.update(action["TableName"] for action in item.values())
-    return ",".join(sorted(tables)) or None
+def put_if_version(dynamodb, table: str, item: Mapping[str, object], key: str, read_version: int) -> bool:
+    """Put ``item`` (with its ``version``) into ``table`` only if the stored item still has
+    ``read_version`` -- 0 meaning that there was none (``key`` names the partition key attribute).
+    False if another writer changed it since it was read: the caller reads again or gives up."""
+    kwargs: dict[str, object] = {"TableName": table, "Item": to_item(item)}
+    if read_version == 0:
+        kwargs["ConditionExpression"] = f"attribute_not_exists({key})"
+    else:
+        kwargs["ConditionExpression"] = "version = :v"
+        kwargs["ExpressionAttributeValues"] = to_item({":v": read_version})
+    try:
+        dynamodb.put_item(**kwargs)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -1,11 +1,13 @@
 """The local AWS server: moto in server mode, as a process of its own on 127.0.0.1.
 
-The project starts it, waits until it answers, and stops it by PID. It keeps no state across a
+The project starts it, waits until it answers, and stops it by PID. moto comes with the ``local``
+extra (``make install`` installs it); on AWS it is not needed. It keeps no state across a
 restart, so ``up`` never restarts a server that answers.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -91,6 +93,11 @@ def up(settings: Settings, timeout_s: float = 30.0) -> LocalStackStatus:
         if _wait_until_answers(settings.local_endpoint, timeout_s):
             return status(settings)
         raise LocalStackError(f"local AWS server (pid {current.pid}) is alive but does not answer")
+    if importlib.util.find_spec("moto") is None:
+        raise LocalStackError(
+            "the local AWS server needs moto: install the `local` extra (pip install 'wap-pipeline[local]'; "
+            "`make install` does)"
+        )
     settings.state_path.mkdir(parents=True, exist_ok=True)
     log = _log_file(settings).open("ab")
     process = subprocess.Popen(

@@ -105,8 +105,9 @@ class Settings:
     # What data-patcher may touch (comma-separated). Empty: the ingest queue / the landing bucket only.
     patcher_allowed_queues: str = ""
     patcher_allowed_buckets: str = ""
-    # When set, every AWS API call is appended to this file (JSON lines): the IAM policy tests use it.
-    aws_call_log: str = ""
+    # A module whose hooks() acts at the pipeline's failure boundaries and on each AWS client it makes
+    # (wap_pipeline.hooks). Empty: no hooks. The tests name their failpoint plugin here.
+    hooks_module: str = ""
     # How standardized and curated are computed: "arrow" (PyIceberg + Arrow, in-process) or "spark"
     # (dagster-pyspark + Iceberg's Spark runtime, same catalog). WAP_ENGINE overrides the resource config.
     engine: str = "arrow"

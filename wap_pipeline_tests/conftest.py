@@ -19,6 +19,10 @@ import pytest
 from wap_pipeline import local_stack
 from wap_pipeline.provision import provision
 from wap_pipeline.settings import Settings
+from wap_pipeline_tests import hooks
+
+# The tests' hooks plugin (failpoints, the AWS call log) in this process and every one it starts.
+hooks.enable()
 
 
 def free_port() -> int:

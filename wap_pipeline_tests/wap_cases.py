@@ -33,13 +33,23 @@ def raw_batch(batch_id: str, n: int) -> pa.Table:
     )
 
 
+def write_to_branch(table, name: str, rows: pa.Table, properties: dict[str, str]) -> None:
+    """Append ``rows`` to the existing branch ``name`` in one commit, with ``properties`` in the
+    snapshot summary (the assets write a new branch in one go: ``wap.write_new_branch``)."""
+    table.refresh()
+    if name not in table.metadata.refs:
+        raise ValueError(f"branch {name} does not exist; create it from main first")
+    with wap.StagedAppend(table) as staged:
+        staged.write_all([rows]).commit(properties, branch=name)
+
+
 def publish(table, batch_id: str, n: int, known: list[str] | None = None) -> str:
     """Write-audit-publish ``n`` rows of ``batch_id``; with ``known`` (every batch id that exists, as
     the manifests would list them) the commit carries the ledger, as the assets' commits do."""
     branch = wap.next_branch_name(table, batch_id)
     wap.create_branch_from_main(table, branch)
     ledger = {} if known is None else wap.ledger_properties(table, batch_id, lambda low: known)
-    wap.write_to_branch(
+    write_to_branch(
         table,
         branch,
         raw_batch(batch_id, n),
@@ -55,7 +65,7 @@ def full_cycle(catalog: Catalog) -> None:
     branch = wap.next_branch_name(table, "b1")
     assert branch == "audit_batch_b1"
     wap.create_branch_from_main(table, branch)
-    wap.write_to_branch(
+    write_to_branch(
         table, branch, raw_batch("b1", 5), {wap.BATCH_ID_PROPERTY: "b1", wap.BOOKMARK_PROPERTY: "k1"}
     )
     assert wap.scan_batch(table, wap.MAIN, "b1").num_rows == 0, "main must not see the branch before publish"
@@ -79,7 +89,7 @@ def refuses_when_main_moved(catalog: Catalog) -> None:
     publish(table, "b1", 2)
     ours = wap.next_branch_name(table, "b2")
     wap.create_branch_from_main(table, ours)
-    wap.write_to_branch(table, ours, raw_batch("b2", 4), {wap.BATCH_ID_PROPERTY: "b2"})
+    write_to_branch(table, ours, raw_batch("b2", 4), {wap.BATCH_ID_PROPERTY: "b2"})
 
     other_writer = catalog.load_table(("raw", "events"))
     publish(other_writer, "b3", 1)
@@ -95,7 +105,7 @@ def refuses_when_main_moved(catalog: Catalog) -> None:
     retry = wap.next_branch_name(after, "b2")
     assert retry == "audit_batch_b2_retry_1"
     wap.create_branch_from_main(after, retry)
-    wap.write_to_branch(after, retry, raw_batch("b2", 4), {wap.BATCH_ID_PROPERTY: "b2"})
+    write_to_branch(after, retry, raw_batch("b2", 4), {wap.BATCH_ID_PROPERTY: "b2"})
     wap.fast_forward(after, retry)
     final = catalog.load_table(("raw", "events"))
     assert wap.published_batches(final) == ["b1", "b3", "b2"]
@@ -108,7 +118,7 @@ def stale_handle_cannot_discard_a_concurrent_commit(catalog: Catalog) -> None:
     publish(table, "b1", 1)
     branch = wap.next_branch_name(table, "b2")
     wap.create_branch_from_main(table, branch)
-    wap.write_to_branch(table, branch, raw_batch("b2", 1), {wap.BATCH_ID_PROPERTY: "b2"})
+    write_to_branch(table, branch, raw_batch("b2", 1), {wap.BATCH_ID_PROPERTY: "b2"})
     stale = catalog.load_table(("raw", "events"))
     publish(catalog.load_table(("raw", "events")), "b3", 1)
     head = stale.metadata.snapshot_by_id(stale.metadata.refs[branch].snapshot_id)

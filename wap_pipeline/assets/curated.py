@@ -34,7 +34,7 @@ from pyiceberg.table import Table
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
-from wap_pipeline.faults import fault_point
+from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import top_level_columns

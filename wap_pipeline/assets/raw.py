@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
-from wap_pipeline.faults import fault_point
+from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
 from wap_pipeline.ingest import firehose_errors

@@ -35,7 +35,7 @@ from dagster import (
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.raw import RAW_KEY
-from wap_pipeline.faults import fault_point
+from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
 from wap_pipeline.partitions import landing_batches

@@ -44,7 +44,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from wap_pipeline.engines import conform
-from wap_pipeline.faults import fault_point
+from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import compaction, lease, wap
 from wap_pipeline.iceberg.catalog import configured_properties, default_catalog_properties
 from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan

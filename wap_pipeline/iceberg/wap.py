@@ -329,23 +329,6 @@ class StagedAppend:
         self.data_files.clear()
 
 
-def as_chunks(rows: pa.Table | Iterable[pa.Table]) -> Iterable[pa.Table]:
-    """A table is one chunk (a ``pa.Table`` iterates over its columns, not its rows)."""
-    return [rows] if isinstance(rows, pa.Table) else rows
-
-
-def write_to_branch(
-    table: Table, name: str, rows: pa.Table | Iterable[pa.Table], properties: dict[str, str]
-) -> None:
-    """Append ``rows`` (a table or chunks) to the existing branch ``name`` in one commit, with
-    ``properties`` in the snapshot summary."""
-    table.refresh()
-    if name not in table.metadata.refs:
-        raise ValueError(f"branch {name} does not exist; create it from main first")
-    with StagedAppend(table) as staged:
-        staged.write_all(as_chunks(rows)).commit(properties, branch=name)
-
-
 def write_new_branch(
     table: Table, name: str, chunks: Iterable[pa.Table], properties: Callable[[], Mapping[str, str]]
 ) -> int:

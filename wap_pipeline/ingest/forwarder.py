@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wap_pipeline.faults import fault_point
+from wap_pipeline.hooks import fault_point
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.forwarder_breaker import ForwarderBreaker
 from wap_pipeline.ingest.receipts import ForwardReceipt, ReceiptLog

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from botocore.exceptions import ClientError
-
 from wap_pipeline import aws
 from wap_pipeline.settings import Settings
 
@@ -78,17 +76,7 @@ class ForwarderBreaker:
         """Write ``new`` if nobody changed the item since ``previous``; False if somebody did."""
         item = {**asdict(new), "pipeline": new.key, "next_probe_at": str(new.next_probe_at)}
         del item["key"]
-        condition = "attribute_not_exists(pipeline)" if previous.version == 0 else "version = :v"
-        kwargs = {"TableName": self._table, "Item": aws.to_item(item), "ConditionExpression": condition}
-        if previous.version:
-            kwargs["ExpressionAttributeValues"] = aws.to_item({":v": previous.version})
-        try:
-            self._dynamodb.put_item(**kwargs)
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return aws.put_if_version(self._dynamodb, self._table, item, "pipeline", previous.version)
 
     def open(self, reason: str) -> ForwarderState:
         """Firehose failed for good: stop receiving until a probe succeeds."""

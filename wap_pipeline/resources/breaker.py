@@ -12,7 +12,6 @@ import getpass
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from botocore.exceptions import ClientError
 from dagster import ConfigurableResource, Failure, MetadataValue
 
 from wap_pipeline import aws
@@ -72,20 +71,8 @@ class CircuitBreaker:
         return BreakerState(**{k: v for k, v in values.items() if k in BreakerState.__dataclass_fields__})
 
     def _write(self, previous: BreakerState, new: BreakerState) -> None:
-        item = aws.to_item(asdict(new))
-        if previous.version == 0:
-            condition, values = "attribute_not_exists(pipeline)", {}
-        else:
-            condition, values = "version = :v", aws.to_item({":v": previous.version})
-        kwargs = {"TableName": self._table, "Item": item, "ConditionExpression": condition}
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
-        try:
-            self._dynamodb.put_item(**kwargs)
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise BreakerConflictError(f"breaker {self.pipeline} changed concurrently") from error
-            raise
+        if not aws.put_if_version(self._dynamodb, self._table, asdict(new), "pipeline", previous.version):
+            raise BreakerConflictError(f"breaker {self.pipeline} changed concurrently")
 
     def trip(self, reason: str, batch_id: str = "", run_id: str = "", tripped_by: str = "") -> BreakerState:
         """Set RED. If it is RED already, the first cause is kept (it is the one to fix)."""

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 
+from wap_pipeline_tests import hooks
 from wap_pipeline_tests.chaos.schedule import CHAOS_ENV
 
-# Settings read at import time (step retry policies) must see the chaos environment.
+# Settings read at import time (step retry policies) must see the chaos environment; the failpoints
+# (WAP_FAULTS) act through the tests' hooks plugin, in the workers and in the runs they fork.
 for _key, _value in CHAOS_ENV.items():
     os.environ.setdefault(_key, _value)
+hooks.enable()
 
 import argparse  # noqa: E402
 import json  # noqa: E402

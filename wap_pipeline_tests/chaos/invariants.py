@@ -28,6 +28,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from wap_pipeline import aws
 from wap_pipeline.iceberg import wap
+from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.landing import batch_ids_after
 from wap_pipeline.provision import queue_url
 from wap_pipeline.rules.curated import EVENT_TIME, daily_totals
@@ -125,14 +126,9 @@ def check_invariants(
             f"{sum(lacking.values())} missing ({[b[:60] for b in lacking][:3]})"
         )
     sqs = aws.client("sqs", settings)
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url(sqs, settings.queue_name),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    if int(attributes["ApproximateNumberOfMessages"]) or int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    ):
-        problems.append(f"ingest queue not empty: {attributes}")
+    visible, in_flight = sqs_calls.depth(sqs, queue_url(sqs, settings.queue_name))
+    if visible or in_flight:
+        problems.append(f"ingest queue not empty: {visible} visible, {in_flight} in flight")
 
     # --- batches, bookmark, audits, branches --------------------------------------------------------
     # Manifests are the truth about batches; the instance registers them all again after a loss.

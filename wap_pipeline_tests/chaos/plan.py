@@ -16,7 +16,7 @@ import orjson
 from wap_pipeline.events import make_events
 from wap_pipeline_tests.malformed import MALFORMED
 
-# Boundaries a `kill -9` can hit (wap_pipeline.faults): mid SQS drain (records put, messages not yet
+# Boundaries a `kill -9` can hit (wap_pipeline.hooks.fault_point): mid SQS drain (records put, messages not yet
 # deleted), after the raw append, around the standardized WAP steps, and inside the curated commit.
 KILL_POINTS = (
     "ingest.after_put_before_delete",

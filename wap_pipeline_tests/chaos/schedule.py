@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 from click.testing import CliRunner
 
-from wap_pipeline import aws, faults, local_stack
+from wap_pipeline import aws, local_stack
 from wap_pipeline.cli.main import cli as wap_cli
 from wap_pipeline.cli.patcher import cli as patcher_cli
 from wap_pipeline.iceberg import wap
@@ -36,6 +36,7 @@ from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import provision, queue_url
 from wap_pipeline.settings import Settings
 from wap_pipeline.state import record_sent, repository_root
+from wap_pipeline_tests import failpoints
 from wap_pipeline_tests.chaos.invariants import check_invariants
 from wap_pipeline_tests.chaos.plan import CONFLICTING_TABLES, Message, Plan
 from wap_pipeline_tests.fault_proxy import FaultPlan, FaultProxy
@@ -374,7 +375,7 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
             writer = ConflictingWriter(settings, plan.seed) if plan.conflicting_writer else None
             if writer is not None:
                 writer.start()
-            faults.reset()
+            failpoints.reset()
             # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
             # the writer leases keep them from committing to one table at once.
             second = _fork_run("", state / "second-runner.log") if plan.second_runner else None

@@ -142,10 +142,10 @@ def land_file(
 
 def assert_calls_allowed(call_log, settings: Settings) -> None:
     """Every AWS call recorded in ``call_log`` (``WAP_AWS_CALL_LOG``) is one the patcher's IAM
-    permissions list (wap_pipeline/operations/permissions.py) allows."""
+    permissions list (wap_pipeline_tests/permissions.py) allows."""
     from fnmatch import fnmatchcase
 
-    from wap_pipeline.operations.permissions import permissions, required_permission
+    from wap_pipeline_tests.permissions import permissions, required_permission
 
     with open(call_log, "rb") as log:
         calls = [orjson.loads(line) for line in log]

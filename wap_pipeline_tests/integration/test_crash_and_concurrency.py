@@ -1,6 +1,7 @@
 """Crashes at every WAP boundary and a concurrent writer: exactly one copy, nothing lost.
 
-Faults are injected by configuration (WAP_FAULTS) into the real `wap-pipeline` process.
+Faults are injected by configuration (WAP_FAULTS, armed by the tests' hooks plugin) into the real
+`wap-pipeline` process.
 """
 
 import time

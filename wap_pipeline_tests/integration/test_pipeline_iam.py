@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from wap_pipeline.events import make_events
-from wap_pipeline.operations.permissions import required_permission
 from wap_pipeline_tests.iam import allowed
 from wap_pipeline_tests.integration.cli import run_cli
 from wap_pipeline_tests.integration.helpers import send, send_raw
+from wap_pipeline_tests.permissions import required_permission
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from wap_pipeline.resources.replay_grants import ReplayGrants
 from wap_pipeline.rules.envelope import raw_rows
 from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline.settings import Settings
-from wap_pipeline_tests.wap_cases import raw_batch
+from wap_pipeline_tests.wap_cases import raw_batch, write_to_branch
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -294,7 +294,7 @@ def test_spark_fast_forward_refuses_when_main_moved(use_catalog, spark_engine_ru
     # Another writer publishes in between.
     theirs = wap.branch_name("b2")
     wap.create_branch_from_main(raw, theirs)
-    wap.write_to_branch(raw, theirs, raw_batch("b2", 2), {wap.BATCH_ID_PROPERTY: "b2"})
+    write_to_branch(raw, theirs, raw_batch("b2", 2), {wap.BATCH_ID_PROPERTY: "b2"})
     wap.fast_forward(raw, theirs)
     head = raw.refresh().current_snapshot().snapshot_id
 

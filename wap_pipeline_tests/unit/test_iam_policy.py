@@ -4,9 +4,9 @@ import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from wap_pipeline.operations.permissions import permissions
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests.iam import allowed, statements, uncovered
+from wap_pipeline_tests.permissions import permissions
 
 POLICY = Path(__file__).resolve().parents[2] / "docs" / "iam" / "patcher-policy.json"
 EXTRAS: set[tuple[str, str]] = set()

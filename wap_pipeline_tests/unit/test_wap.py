@@ -54,7 +54,7 @@ def test_branches_of_runs_that_died_are_removed_after_the_retention(catalog):
     published = wap.branch_name("b1")
     died = wap.next_branch_name(table, "b2")
     wap.create_branch_from_main(table, died)  # its run was killed after the write, before the audit
-    wap.write_to_branch(table, died, wap_cases.raw_batch("b2", 2), {wap.BATCH_ID_PROPERTY: "b2"})
+    wap_cases.write_to_branch(table, died, wap_cases.raw_batch("b2", 2), {wap.BATCH_ID_PROPERTY: "b2"})
     never_written = wap.next_branch_name(table, "b3")
     wap.create_branch_from_main(table, never_written)  # killed right after creating it
     day_ms = 24 * 3600_000

@@ -1,6 +1,8 @@
-"""Named fault points, switched on by configuration, for tests and the chaos suite.
+"""Failpoints for the tests and the chaos suite: what happens at the pipeline's failure boundaries
+(:func:`wap_pipeline.hooks.fault_point`) when the tests' hooks plugin (:mod:`wap_pipeline_tests.hooks`)
+is installed.
 
-``WAP_FAULTS`` holds ``point=action`` pairs separated by commas, e.g.
+``WAP_FAULTS`` -- read here, never by the product -- holds ``point=action`` pairs separated by commas, e.g.
 ``standardized.after_branch_write=kill``. Actions:
 
 * ``raise`` -- raise :class:`InjectedFault` (an ordinary step failure);
@@ -9,7 +11,8 @@
   at exactly this point, e.g. commit to main from another writer).
 
 A point fires at most once per process unless the action is suffixed ``*`` (``raise*``). With
-``WAP_FAULTS`` unset every point is a no-op.
+``WAP_FAULTS`` unset every point is a no-op. The specification is read at each point, so a test (or a
+chaos worker) can change it between runs in one process.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def reset() -> None:
     _fired.clear()
 
 
-def fault_point(name: str) -> None:
+def fire(name: str) -> None:
+    """Do what ``WAP_FAULTS`` says for the point ``name`` (nothing if it names no action)."""
     action = _configured().get(name)
     if action is None:
         return

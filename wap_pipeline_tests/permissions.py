@@ -1,8 +1,9 @@
 """Every AWS action a ``data-patcher`` verb calls, on which resource: what the patcher role needs.
 
-Kept next to the code that makes the calls. ``docs/iam/patcher-policy.json`` must allow each of them
-(``wap_pipeline_tests/unit/test_iam_policy.py``), and the integration tests record the calls the verbs
-really make (``WAP_AWS_CALL_LOG``) and fail on any call not listed here.
+``docs/iam/patcher-policy.json`` must allow each of them (``wap_pipeline_tests/unit/test_iam_policy.py``),
+and the integration tests record the calls the verbs really make (``WAP_AWS_CALL_LOG``, collected by
+:func:`record_calls`, which the tests' hooks plugin registers on every client the product makes) and
+fail on any call not listed here. A test module: the product never reads it.
 
 Not listed: what ``resume-pipeline`` does after the breaker reset. Its headless re-drive runs the
 pipeline itself in-process, with the pipeline's own permissions (SQS ingest, Firehose, the landing
@@ -10,6 +11,9 @@ and warehouse buckets, the catalog) -- see docs/iam/README.md.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Mapping
 
 from wap_pipeline.settings import Settings
 
@@ -85,7 +89,7 @@ def permissions(
 
 
 def required_permission(call: dict, region: str = "{region}", account: str = "{account}") -> tuple[str, str]:
-    """The (IAM action, resource ARN) one recorded API call needs (see ``aws.record_calls``)."""
+    """The (IAM action, resource ARN) one recorded API call needs (see :func:`record_calls`)."""
     service, operation = call["service"], call["operation"]
     action = _ACTION_OF_OPERATION.get(f"{service}:{operation}", f"{service}:{operation}")
     if service == "s3":
@@ -103,3 +107,34 @@ def required_permission(call: dict, region: str = "{region}", account: str = "{a
     else:
         resource = "*"
     return action, resource
+
+
+def record_calls(client, path: str) -> None:
+    """Append every API call ``client`` makes (service, operation, resource) to ``path`` as JSON lines,
+    by a botocore event handler -- how the tests check the IAM policies (patcher and pipeline) against
+    what the code really calls."""
+
+    def record(model, params, **_) -> None:
+        queue_url = params.get("QueueUrl") or ""
+        call = {
+            "service": model.service_model.endpoint_prefix,
+            "operation": model.name,
+            "bucket": params.get("Bucket"),
+            "key": params.get("Key"),
+            "queue": params.get("QueueName") or queue_url.rstrip("/").rsplit("/", 1)[-1] or None,
+            "table": params.get("TableName") or _table_of_many(params),
+            "stream": params.get("DeliveryStreamName"),
+            "topic": (params.get("TopicArn") or "").rsplit(":", 1)[-1] or None,
+        }
+        with open(path, "a") as log:
+            log.write(json.dumps(call) + "\n")
+
+    client.meta.events.register("before-parameter-build", record)
+
+
+def _table_of_many(params: Mapping) -> str | None:
+    """The table of a BatchGetItem or TransactWriteItems call (the project's touch one table each)."""
+    tables = set(params.get("RequestItems") or ())
+    for item in params.get("TransactItems") or ():
+        tables.update(action["TableName"] for action in item.values())
+    return ",".join(sorted(tables)) or None
