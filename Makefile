@@ -38,7 +38,7 @@ demo: install
 
 ## The whole test suite (lint first), after the unit tests under shifted clocks. .ci/run runs exactly this.
 test: install spark services browser faketime lint test-clocks
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 4 --dist loadfile
 
 ## The unit tests with the process clock 400 days ahead, just after New Year's midnight UTC, on a leap day.
 test-clocks: install faketime
