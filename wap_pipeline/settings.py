@@ -108,8 +108,8 @@ class Settings:
     # How standardized and curated are computed: "arrow" (PyIceberg + Arrow, in-process) or "spark"
     # (dagster-pyspark + Iceberg's Spark runtime, same catalog). WAP_ENGINE overrides the resource config.
     engine: str = "arrow"
-    # The Spark engine's master: local[*] (this process), spark://host:7077 (a standalone cluster), yarn.
-    # A platform that starts Spark itself (Glue, EMR) sets its own; the resource's spark_config wins.
+    # The Spark engine's master: local[*] (this process), spark://host:7077 (a standalone cluster), yarn;
+    # empty: the master spark-submit was given (Glue, EMR). The resource's spark_config wins.
     spark_master: str = "local[*]"
 
     @classmethod

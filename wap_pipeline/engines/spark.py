@@ -106,11 +106,13 @@ def base_spark_config(with_jars: bool = True, master: str | None = None) -> dict
     UTC, Arrow transfers, a quiet run.
 
     ``with_jars=False`` where the platform brings Iceberg itself (Glue's ``--datalake-formats iceberg``).
-    ``spark.jars`` also ships the jars to a cluster's executors.
+    ``spark.jars`` also ships the jars to a cluster's executors. An empty master leaves it to whoever
+    launched the process (``spark-submit`` on Glue or EMR).
     """
     jars = {"spark.jars": ",".join(runtime_jars())} if with_jars else {}
+    master = Settings().spark_master if master is None else master
     return {
-        "spark.master": master or Settings().spark_master,
+        **({"spark.master": master} if master else {}),
         "spark.app.name": "wap-pipeline",
         **jars,
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",

@@ -7,15 +7,23 @@ stopped by their PIDs.
 
     with SparkCluster(Path("/tmp/cluster"), cores=2, memory="2g") as cluster:
         os.environ["WAP_SPARK_MASTER"] = cluster.url
+
+Or in the foreground, until Ctrl-C, for ``WAP_ENGINE=spark WAP_SPARK_MASTER=spark://127.0.0.1:7077
+wap-pipeline run --until-idle`` in another shell:
+
+    python -m wap_pipeline.engines.standalone --port 7077 --cores 2 --memory 2g
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -33,12 +41,12 @@ def free_port() -> int:
 class SparkCluster:
     """A standalone Spark master and one worker on 127.0.0.1, started from the installed pyspark."""
 
-    def __init__(self, root: Path, cores: int = 2, memory: str = "1g"):
+    def __init__(self, root: Path, cores: int = 2, memory: str = "1g", port: int | None = None):
         import pyspark
 
         self.root = root
         self.home = Path(pyspark.__file__).parent
-        self.port, self.ui_port, self.worker_ui_port = free_port(), free_port(), free_port()
+        self.port, self.ui_port, self.worker_ui_port = port or free_port(), free_port(), free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
         self.work_dir = root / "work"
         self.cores, self.memory = cores, memory
@@ -126,3 +134,29 @@ class SparkCluster:
                     process.kill()
                     process.wait()
         self.processes.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A standalone Spark cluster on 127.0.0.1 until Ctrl-C.")
+    parser.add_argument("--port", type=int, default=7077)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--memory", default="2g")
+    parser.add_argument("--dir", help="logs and the worker's work directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    root = Path(args.dir or tempfile.mkdtemp(prefix="wap-spark-cluster-"))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    with SparkCluster(root, args.cores, args.memory, args.port) as cluster:
+        print(
+            f"WAP_SPARK_MASTER={cluster.url}  (master UI http://127.0.0.1:{cluster.ui_port}, logs in {root})"
+        )
+        try:
+            while not stop:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
