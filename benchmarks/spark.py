@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for events in (int(n) for n in args.events.split(",")):
                 results["sizes"].append(one_size(events, args.quarantined, root))
+                # Each size as soon as it is measured (a later, larger one may not finish).
+                print("\n".join(report({**results, "sizes": results["sizes"][-1:]})[2:]), flush=True)
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(results, indent=1, default=str))
         finally:
             spark_engine.stop_spark()
     results["total_s"] = time.perf_counter() - started

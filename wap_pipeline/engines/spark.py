@@ -297,6 +297,10 @@ _SIDE, _SUPERSEDES = "_wap_current", "_wap_supersedes"
 CURRENT_COLUMNS = (KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD)
 MERGE_ROWS_PER_PARTITION = 200_000
 """The curated plan of a partition holds its rows in one executor's memory: about this many at most."""
+PERSIST_LEVEL = "DISK_ONLY"
+"""Where the executors keep the tagged rows / the curated winners between the counts and the write: on
+their local disk. Kept in memory (MEMORY_AND_DISK), a 3M-event batch filled a 2 GB executor's storage
+memory and the executor died of heap exhaustion while reading the next raw file."""
 MISMATCH_CHUNKS = 100
 """Schema-mismatch reports read back (first problem per field, 5 example ids per field: a few suffice)."""
 
@@ -589,7 +593,8 @@ class SparkEngine:
     ) -> StandardizedBatch:
         """The executors standardize and tag the raw rows (``mapInArrow`` of :meth:`Standardization.apply`,
         the quarantine ids and the batch's replay grants broadcast); the rows stay on the executors
-        (persisted) while Spark counts them, then one Spark append writes them to the new branch.
+        (persisted on their local disk) while Spark counts them, then one Spark append writes them to the
+        new branch.
         The driver gets counts, the batch's replay tokens (one per data-patcher replay) and at most 5
         unauthorized replays' lineage."""
         from pyspark import StorageLevel
@@ -623,7 +628,8 @@ class SparkEngine:
             quarantined=context.broadcast(frozenset(quarantined)),
             grants=context.broadcast(dict(grants)),
         )
-        tagged = raw_frame.mapInArrow(standardize_batches, out).persist(StorageLevel.MEMORY_AND_DISK)
+        tagged = raw_frame.mapInArrow(standardize_batches, out)
+        tagged = tagged.persist(getattr(StorageLevel, PERSIST_LEVEL))
         try:
             kinds = {
                 row[_KIND]: row
@@ -741,7 +747,7 @@ class SparkEngine:
             _plan_partition, curated_schema=table.schema().as_arrow(), out_schema=to_arrow_schema(out)
         )
         planned = both.repartition(partitions, KEY).mapInArrow(plan_partition, out)
-        planned = planned.persist(StorageLevel.MEMORY_AND_DISK)
+        planned = planned.persist(getattr(StorageLevel, PERSIST_LEVEL))
         try:
             counts = planned.agg(
                 F.count(F.lit(1)).alias("winners"),
