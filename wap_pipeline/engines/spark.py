@@ -1,4 +1,4 @@
-"""The Spark engine: Spark does the Iceberg I/O, the Arrow rules do the thinking.
+"""The Spark engine: Spark does the Iceberg I/O and the distribution, the Arrow rules do the thinking.
 
 A SparkSession is built once per process by dagster-pyspark's ``PySparkResource`` with Iceberg's
 Spark runtime (``iceberg-spark-runtime-3.5_2.12-1.10.2.jar``, shipped by the PyPI package
@@ -10,9 +10,13 @@ and ``cache-enabled=false`` (every statement sees the latest commit, whoever mad
 
 What runs where:
 
-* reads (a batch on a ref, the curated rows of some keys) are Spark scans, collected as Arrow;
-* the rules -- standardization, quarantine filter, CDE audit, curated precedence -- are the Arrow
-  functions of :mod:`wap_pipeline.rules`, one definition for both engines;
+* a batch's steps (:meth:`SparkEngine.standardize_to_branch`, :meth:`~SparkEngine.audit_batch`,
+  :meth:`~SparkEngine.merge_batch`) run the Arrow functions of :mod:`wap_pipeline.rules` -- one
+  definition for both engines -- on the executors, with ``mapInArrow`` over Spark scans (curated
+  precedence per hash partition of ``idempotency_key``); the counts are Spark aggregations, and the
+  driver receives counts and bounded samples only, never the batch. The master is
+  ``WAP_SPARK_MASTER`` (``local[*]`` by default);
+* the lower-level reads (``scan_batch``, ``scan_keys``: tests and tools) are Spark scans collected as Arrow;
 * writes are Spark writes: ``writeTo(<table>.branch_<name>)`` with ``snapshot-property.*`` options
   (the batch id and bookmark land in the snapshot summary exactly as the arrow engine writes them);
   each Spark commit is fenced by the step's writer lease first (:func:`wap_pipeline.iceberg.lease.fence`),
