@@ -13,7 +13,7 @@ PYTHON ?= python3
 export WAP_STATE_DIR ?= $(CURDIR)/.wap
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::UserWarning
 
-.PHONY: install spark demo test test-clocks chaos chaos-ingest bench lint format dev services browser faketime clean lambda-package
+.PHONY: install spark demo test test-clocks chaos chaos-ingest bench bench-spark lint format dev services browser faketime clean lambda-package
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ chaos-ingest: install services
 ## Under 10 minutes on 2 cores at 1,000,000 events; `make bench BENCH_EVENTS=100000` for a quicker look.
 bench: install
 	$(PY) benchmarks/run.py --events $(BENCH_EVENTS) --json $(BENCH_JSON)
+
+## The Spark engine on a local standalone cluster (master + worker started here): whole batch vs the floor,
+## driver peak RSS, executor time, at 1M and 3M events (~15 minutes on 2 cores; see benchmarks/README.md).
+## `make bench-spark BENCH_SPARK_EVENTS=20000,60000` for a quick look.
+BENCH_SPARK_EVENTS ?= 1000000,3000000
+bench-spark: install
+	$(PY) benchmarks/spark.py --events $(BENCH_SPARK_EVENTS) --json benchmarks/results/spark-latest.json
 
 lint: install
 	$(VENV)/bin/ruff check wap_pipeline wap_pipeline_tests benchmarks

@@ -111,6 +111,9 @@ class Settings:
     # How standardized and curated are computed: "arrow" (PyIceberg + Arrow, in-process) or "spark"
     # (dagster-pyspark + Iceberg's Spark runtime, same catalog). WAP_ENGINE overrides the resource config.
     engine: str = "arrow"
+    # The Spark engine's master: local[*] (this process), spark://host:7077 (a standalone cluster), yarn;
+    # empty: the master spark-submit was given (Glue, EMR). The resource's spark_config wins.
+    spark_master: str = "local[*]"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 
 from wap_pipeline import local_stack
+from wap_pipeline.engines.standalone import SparkCluster
 from wap_pipeline.provision import provision
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests import hooks
@@ -67,8 +68,20 @@ def stack(aws_server: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture(scope="session")
-def spark_engine_runtime() -> Iterator[None]:
-    """The Spark engine's runtime (WAP_ENGINE=spark), shared by the whole test session.
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    """A standalone cluster (master + one worker, 2 cores, 1 GB) for the session, stopped at its end."""
+    cluster = SparkCluster(tmp_path_factory.mktemp("spark-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_engine_runtime(spark_cluster: SparkCluster) -> Iterator[SparkCluster]:
+    """The Spark engine's runtime (WAP_ENGINE=spark), shared by the whole test session, ON A STANDALONE
+    CLUSTER: ``WAP_SPARK_MASTER`` points at :func:`spark_cluster`, so the rules the engine ships run
+    in the worker's executors, not in this process.
 
     The process's SparkContext is started by the first Spark use (one per process, built by
     dagster-pyspark's PySparkResource) and stopped here, at the end of the session. `make test`
@@ -80,8 +93,10 @@ def spark_engine_runtime() -> Iterator[None]:
         spark.runtime_jars()
     except spark.SparkEngineUnavailable as error:
         pytest.fail(f"the Spark engine's runtime is not installed: {error}")
-    yield
-    spark.stop_spark()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WAP_SPARK_MASTER", spark_cluster.url)
+        yield spark_cluster
+        spark.stop_spark()
 
 
 @pytest.fixture

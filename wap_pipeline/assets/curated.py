@@ -16,8 +16,6 @@ row and carries no batch id, so the batch's own commit stays the one the checks 
 
 from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -34,22 +32,13 @@ from pyiceberg.table import Table
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
+from wap_pipeline.engines import MergeSummary
 from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
-from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
-from wap_pipeline.rules.curated import (
-    EVENT_TIME,
-    KEY,
-    PAYLOAD,
-    DedupWindow,
-    dedup_window,
-    duplicate_keys,
-    event_days,
-    plan_merge,
-)
+from wap_pipeline.rules.curated import KEY, DedupWindow, duplicate_keys
 from wap_pipeline.settings import Settings
 
 CURATED_KEY = AssetKey(["curated", "events"])
@@ -116,41 +105,33 @@ def curated_events(
             return MaterializeResult(metadata={"batch_id": batch_id, "already_merged": True})
         if not wap.is_published(standardized, batch_id):
             raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
-        # Only the columns curated keeps: the batch is read whole (the merge needs all its keys).
-        kept = set(top_level_columns(standardized.schema()))
-        batch = io.scan_batch(
-            standardized, wap.MAIN, batch_id, tuple(c for c in top_level_columns(table.schema()) if c in kept)
+        curated_at = datetime.now(UTC)
+
+        def properties(summary: MergeSummary) -> dict[str, str]:
+            window = summary.window
+            return {
+                wap.BATCH_ID_PROPERTY: batch_id,
+                STANDARDIZED_ROWS: str(summary.standardized_rows),
+                INSERTED: str(summary.inserted),
+                SUPERSEDED: str(summary.superseded),
+                SKIPPED: str(summary.skipped),
+                TOUCHED_DAYS: ",".join(day.isoformat() for day in summary.touched_days),
+                WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
+                TOTAL_BEFORE: str(wap.row_count(table)),
+                **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
+            }
+
+        # Plan (rules.curated.plan_merge against curated's rows of the batch's keys inside its dedup
+        # window), then deletes + inserts as one atomic step on main.
+        summary = io.merge_batch(
+            standardized,
+            table,
+            batch_id,
+            curated_at,
+            Settings.from_env().curated_dedup_window_days,
+            properties,
         )
-        standardized_rows = batch.num_rows
-        curated_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
-        incoming = batch.append_column("curated_at", pa.repeat(curated_at, batch.num_rows)).select(
-            top_level_columns(table.schema())
-        )
-        del batch
-        window = dedup_window(incoming, Settings.from_env().curated_dedup_window_days)
-        keys = pc.unique(incoming[KEY])
-        if table.current_snapshot() is not None and len(keys) and window is not None:
-            current = io.scan_keys(
-                table, keys, window, (KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD)
-            )
-        else:
-            current = incoming.schema.empty_table()
-        plan = plan_merge(incoming, current)  # names the winners by row; the engine writes them
-        del incoming, keys
-        replaced = current.filter(pc.is_in(current[KEY], pa.array(plan.superseded_keys, pa.string())))
-        touched = sorted(set(event_days(plan.winners_of([EVENT_TIME]))) | set(event_days(replaced)))
-        properties = {
-            wap.BATCH_ID_PROPERTY: batch_id,
-            STANDARDIZED_ROWS: str(standardized_rows),
-            INSERTED: str(plan.inserted),
-            SUPERSEDED: str(plan.superseded),
-            SKIPPED: str(plan.skipped),
-            TOUCHED_DAYS: ",".join(day.isoformat() for day in touched),
-            WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
-            TOTAL_BEFORE: str(wap.row_count(table)),
-            **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
-        }
-        io.commit_merge(table, plan, window, properties)  # deletes + inserts, one atomic step on main
+        touched = summary.touched_days
         fault_point("curated.after_commit")
         compacted = io.compact_days(table, touched, Settings.from_env().curated_compact_min_files)
         if compacted.days:
@@ -161,11 +142,11 @@ def curated_events(
         return MaterializeResult(
             metadata={
                 "batch_id": batch_id,
-                "standardized_rows": standardized_rows,
-                "inserted": plan.inserted,
-                "superseded": plan.superseded,
-                "skipped_duplicates": plan.skipped,
-                "keys_looked_up_in_window": current.num_rows,
+                "standardized_rows": summary.standardized_rows,
+                "inserted": summary.inserted,
+                "superseded": summary.superseded,
+                "skipped_duplicates": summary.skipped,
+                "keys_looked_up_in_window": summary.looked_up,
                 "touched_days": MetadataValue.json([d.isoformat() for d in touched]),
                 "compacted_days": MetadataValue.json([d.isoformat() for d in compacted.days]),
                 "compacted_files": f"{compacted.files_before} -> {compacted.files_after}",

@@ -19,7 +19,6 @@ without recording a materialization, so downstream assets do not run.
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pyarrow as pa
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -35,6 +34,7 @@ from dagster import (
 
 from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
 from wap_pipeline.assets.raw import RAW_KEY
+from wap_pipeline.engines import Standardization
 from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import payload_fields, top_level_columns
@@ -46,8 +46,8 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
-from wap_pipeline.rules.audit import AUDIT_COLUMNS, AuditResult, count_invalid, tag_invalid
-from wap_pipeline.rules.standardize import SchemaMismatchError, standardize_chunks
+from wap_pipeline.rules.audit import AuditResult
+from wap_pipeline.rules.standardize import SchemaMismatchError
 from wap_pipeline.settings import Settings
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
@@ -142,39 +142,32 @@ def standardized_events(
         # The scan of every quarantined id runs in the background while the first chunk is read and
         # parsed: the filter first waits for it there.
         quarantined = quarantine.read_in_background()
-        fields, columns = payload_fields(table.schema()), top_level_columns(table.schema())
+        job = Standardization(
+            payload_fields(table.schema()),
+            tuple(top_level_columns(table.schema())),
+            standardized_at,
+            reference,
+        )
         grants = quarantine.replay_grants()
-        skipped = 0  # raw rows masked by the quarantine, counted as the chunks go by
-        unauthorized: list[pa.Table] = []  # rows claiming to be replays without a grant
-
-        def standardized_chunks() -> Iterator[pa.Table]:
-            # Raw rows a data file at a time: parse, mask, tag -- every rule is row-local.
-            nonlocal skipped
-            raw_chunks = io.scan_batch_chunks(raw, wap.MAIN, batch_id)
-            for result in standardize_chunks(raw_chunks, fields, standardized_at, quarantined, grants.lookup):
-                skipped += result.skipped.num_rows
-                unauthorized.append(result.unauthorized_replays)
-                yield tag_invalid(result.rows, reference).select(columns)
-
-        def unauthorized_replays() -> int:
-            return sum(t.num_rows for t in unauthorized)
-
         branch = wap.next_branch_name(table, batch_id)
         try:
-            # Each chunk's data files are written as it is standardized; the branch is created and
-            # the batch committed to it (one snapshot) only after the last chunk: a schema mismatch
-            # in any chunk leaves no branch and no commit.
-            published_rows = io.write_new_branch(
+            # Parse, mask, tag (every rule is row-local), then a new branch at main's head and ONE
+            # commit of the batch to it: a schema mismatch anywhere leaves no branch and no commit.
+            written = io.standardize_to_branch(
+                raw,
                 table,
+                batch_id,
                 branch,
-                standardized_chunks(),
-                lambda: {
+                job,
+                quarantined,
+                grants.lookup,
+                lambda skipped, unauthorized: {
                     wap.BATCH_ID_PROPERTY: batch_id,
                     wap.BOOKMARK_PROPERTY: bookmark,
                     wap.QUARANTINED_ROWS_PROPERTY: str(skipped),
                     wap.AUDIT_BRANCH_PROPERTY: branch,
                     **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
-                    wap.UNAUTHORIZED_REPLAYS_PROPERTY: str(unauthorized_replays()),
+                    wap.UNAUTHORIZED_REPLAYS_PROPERTY: str(unauthorized),
                 },
             )
         except SchemaMismatchError as error:
@@ -200,21 +193,14 @@ def standardized_events(
                 allow_retries=False,
             ) from error
         fault_point("standardized.after_branch_write")
-        if unauthorized_replays():
-            sample = pa.concat_tables(unauthorized).slice(0, 5).to_pylist()
+        if written.unauthorized_replays:
             context.log.warning(
-                f"{unauthorized_replays()} row(s) of batch {batch_id} claim to be replays without "
-                f"data-patcher's grant: treated as not replays (masked when quarantined). First: {sample}"
+                f"{written.unauthorized_replays} row(s) of batch {batch_id} claim to be replays without "
+                f"data-patcher's grant: treated as not replays (masked when quarantined). "
+                f"First: {written.unauthorized_sample}"
             )
-        audit = count_invalid(
-            io.scan_batch(
-                table,
-                branch,
-                batch_id,
-                AUDIT_COLUMNS,
-            )
-        )
-        metadata = _audit_metadata(audit, branch, batch_id, reference, unauthorized_replays())
+        audit = io.audit_batch(table, branch, batch_id)
+        metadata = _audit_metadata(audit, branch, batch_id, reference, written.unauthorized_replays)
         fault_point("standardized.after_audit")
         retention_ms = Settings.from_env().abandoned_branch_retention_ms
         if not audit.passed:
@@ -252,9 +238,9 @@ def standardized_events(
             metadata={
                 "batch_id": batch_id,
                 "branch": branch,
-                "rows_published": published_rows,
-                "quarantined_skipped": skipped,
-                "unauthorized_replays": unauthorized_replays(),
+                "rows_published": written.rows,
+                "quarantined_skipped": written.skipped,
+                "unauthorized_replays": written.unauthorized_replays,
                 "snapshot_id": MetadataValue.text(str(head.snapshot_id)),
                 "bookmark": bookmark,
             }

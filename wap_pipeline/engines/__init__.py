@@ -21,6 +21,19 @@ I/O around them. Each engine has the same methods, named after :mod:`wap_pipelin
                                                         small files into few files, rows unchanged, in
                                                         one commit with no batch id
 
+and the three steps of a batch the assets call, each made of the rules and the methods above:
+
+``standardize_to_branch(raw, table, batch_id, branch,   standardize + tag the batch's raw rows with
+  job, quarantined, grants_of, properties)``            ``job`` (a :class:`Standardization`) and write
+                                                        them to a new branch in one commit
+``audit_batch(table, branch, batch_id)``                the audit (:func:`rules.audit.count_invalid`)
+                                                        of the batch's rows on the branch
+``merge_batch(standardized, table, batch_id,            plan the curated merge of the batch
+  curated_at, window_days, properties)``                (:func:`rules.curated.plan_merge`) and commit it
+
+The arrow engine runs them in-process, a raw data file at a time. The Spark engine runs the same rule
+functions on Spark's executors (``mapInArrow``) and brings only counts and bounded samples to the driver.
+
 * ``arrow`` (default): PyIceberg + Arrow in-process (:mod:`wap_pipeline.engines.arrow`).
 * ``spark``: a SparkSession from dagster-pyspark's ``PySparkResource`` with Iceberg's Spark runtime,
   on the same catalog (:mod:`wap_pipeline.engines.spark`). Needs the ``spark`` extra.
@@ -32,8 +45,9 @@ catalog metadata and stays in :mod:`wap_pipeline.iceberg.wap` for both engines.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import date
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Protocol
 
 import pyarrow as pa
@@ -41,8 +55,58 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from wap_pipeline.iceberg.compaction import CompactionResult
+from wap_pipeline.rules.audit import AuditResult, tag_invalid
 from wap_pipeline.rules.curated import DedupWindow, MergePlan
+from wap_pipeline.rules.standardize import Grants, StandardizeResult, standardize
 from wap_pipeline.settings import ENGINES, Settings
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """How one batch's raw rows become standardized rows: parse (with the quarantine filter and the
+    replay grants), then tag CDE violations, then the table's columns. Plain data, so that Spark can
+    ship it to its executors; every engine applies it to chunks of raw rows (every step is row-local)."""
+
+    fields: dict[str, object]
+    """The producer fields of the standardized table (:func:`iceberg.schemas.payload_fields`)."""
+    columns: tuple[str, ...]
+    """The standardized table's top-level columns, in order."""
+    standardized_at: datetime
+    reference: datetime
+    """The batch's reference time (when it landed): what the audit rules compare with."""
+
+    def apply(self, raw: pa.Table, quarantined: Collection[str], grants: Grants) -> StandardizeResult:
+        result = standardize(raw, self.fields, self.standardized_at, quarantined, grants)
+        rows = tag_invalid(result.rows, self.reference).select(list(self.columns))
+        return StandardizeResult(rows, result.skipped, result.unauthorized_replays)
+
+
+@dataclass(frozen=True)
+class StandardizedBatch:
+    """What :meth:`Engine.standardize_to_branch` wrote, and what it set aside."""
+
+    rows: int
+    skipped: int
+    """Raw rows masked by the quarantine."""
+    unauthorized_replays: int
+    """Rows that claim to be replays without data-patcher's grant."""
+    unauthorized_sample: list[dict]
+    """Lineage of a few of them (at most 5), for the log."""
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    """The accounting of one batch's curated merge (it goes into the commit's snapshot summary)."""
+
+    standardized_rows: int
+    inserted: int
+    superseded: int
+    skipped: int
+    touched_days: list[date]
+    """Days of event_timestamp the commit writes or deletes in."""
+    window: DedupWindow | None
+    looked_up: int
+    """Curated rows found for the batch's keys inside the window."""
 
 
 class Engine(Protocol):
@@ -76,6 +140,36 @@ class Engine(Protocol):
 
     def compact_days(self, table: Table, days: list[date], min_files: int) -> CompactionResult: ...
 
+    def standardize_to_branch(
+        self,
+        raw: Table,
+        table: Table,
+        batch_id: str,
+        branch: str,
+        job: Standardization,
+        quarantined: Collection[str],
+        grants_of: Callable[[list[str]], Grants],
+        properties: Callable[[int, int], Mapping[str, str]],
+    ) -> StandardizedBatch:
+        """Raises :class:`rules.standardize.SchemaMismatchError` (naming every field of the batch) and
+        then writes nothing. ``properties(skipped, unauthorized_replays)`` is asked after the rows are
+        standardized, before the commit."""
+        ...
+
+    def audit_batch(self, table: Table, branch: str, batch_id: str) -> AuditResult: ...
+
+    def merge_batch(
+        self,
+        standardized: Table,
+        table: Table,
+        batch_id: str,
+        curated_at: datetime,
+        window_days: int,
+        properties: Callable[[MergeSummary], dict[str, str]],
+    ) -> MergeSummary:
+        """``properties(summary)`` is asked once the plan is made, before the commit."""
+        ...
+
 
 def resolve_engine(configured: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """``WAP_ENGINE`` when set, else the resource's configured engine, else the default (arrow)."""
@@ -89,13 +183,17 @@ def resolve_engine(configured: str | None = None, environ: Mapping[str, str] | N
 
 
 def conform(rows: pa.Table, table: Table) -> pa.Table:
+    """:func:`conform_to` the table's Arrow schema."""
+    return conform_to(rows, table.schema().as_arrow())
+
+
+def conform_to(rows: pa.Table, target: pa.Schema) -> pa.Table:
     """Cast primitive columns to the table's Arrow types.
 
     What a scan returns depends on who wrote the data files: PyIceberg reads a file Spark wrote as
     ``string`` where its own files give ``large_string``, and Arrow refuses to join the two. Every
     engine conforms what it reads, so the rules always see one set of types, whoever wrote the rows.
     """
-    target = table.schema().as_arrow()
     columns = []
     for name in rows.column_names:
         column = rows[name]

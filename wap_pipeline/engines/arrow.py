@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import date
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from datetime import date, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -12,11 +12,27 @@ from pyiceberg.expressions import And, In
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from wap_pipeline.engines import conform
+from wap_pipeline.engines import MergeSummary, Standardization, StandardizedBatch, conform
 from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import compaction, wap
 from wap_pipeline.iceberg.filters import window_filter
-from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan
+from wap_pipeline.iceberg.schemas import top_level_columns
+from wap_pipeline.rules.audit import AUDIT_COLUMNS, AuditResult, count_invalid
+from wap_pipeline.rules.curated import (
+    EVENT_TIME,
+    KEY,
+    PAYLOAD,
+    DedupWindow,
+    MergePlan,
+    dedup_window,
+    event_days,
+    plan_merge,
+)
+from wap_pipeline.rules.replays import granted_tokens
+from wap_pipeline.rules.standardize import Grants, SchemaMismatchError
+
+# The curated columns the merge plan compares (and reads of curated's current rows).
+CURRENT_COLUMNS = (KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD)
 
 
 def day_chunks(
@@ -102,3 +118,83 @@ class ArrowEngine:
 
     def compact_days(self, table: Table, days: list[date], min_files: int) -> compaction.CompactionResult:
         return compaction.compact_days(table, days, min_files)
+
+    def standardize_to_branch(
+        self,
+        raw: Table,
+        table: Table,
+        batch_id: str,
+        branch: str,
+        job: Standardization,
+        quarantined: Collection[str],
+        grants_of: Callable[[list[str]], Grants],
+        properties: Callable[[int, int], Mapping[str, str]],
+    ) -> StandardizedBatch:
+        """A raw data file at a time: standardize, tag, write its data files; then the branch and one
+        commit. A schema mismatch in any chunk is raised (naming every field of the batch) before the
+        commit, so it leaves no branch."""
+        skipped, unauthorized = 0, []
+        errors: list[SchemaMismatchError] = []
+
+        def chunks() -> Iterator[pa.Table]:
+            nonlocal skipped
+            for chunk in self.scan_batch_chunks(raw, wap.MAIN, batch_id):
+                tokens = granted_tokens(chunk)
+                try:
+                    result = job.apply(chunk, quarantined, grants_of(tokens) if tokens else {})
+                except SchemaMismatchError as error:
+                    errors.append(error)
+                    continue
+                if errors:
+                    continue  # the rest is only checked: the batch's error names every field
+                skipped += result.skipped.num_rows
+                unauthorized.append(result.unauthorized_replays)
+                yield result.rows
+            if errors:
+                raise SchemaMismatchError.combine(errors)
+
+        def unauthorized_count() -> int:
+            return sum(t.num_rows for t in unauthorized)
+
+        rows = self.write_new_branch(
+            table, branch, chunks(), lambda: properties(skipped, unauthorized_count())
+        )
+        sample = pa.concat_tables(unauthorized).slice(0, 5).to_pylist() if unauthorized_count() else []
+        return StandardizedBatch(rows, skipped, unauthorized_count(), sample)
+
+    def audit_batch(self, table: Table, branch: str, batch_id: str) -> AuditResult:
+        return count_invalid(self.scan_batch(table, branch, batch_id, AUDIT_COLUMNS))
+
+    def merge_batch(
+        self,
+        standardized: Table,
+        table: Table,
+        batch_id: str,
+        curated_at: datetime,
+        window_days: int,
+        properties: Callable[[MergeSummary], dict[str, str]],
+    ) -> MergeSummary:
+        """The batch read whole (the merge needs all its keys), the curated rows of its keys inside its
+        window, :func:`plan_merge`, and :meth:`commit_merge`."""
+        columns = top_level_columns(table.schema())
+        kept = set(top_level_columns(standardized.schema()))
+        batch = self.scan_batch(standardized, wap.MAIN, batch_id, tuple(c for c in columns if c in kept))
+        standardized_rows = batch.num_rows
+        stamp = pa.scalar(curated_at, pa.timestamp("us", tz="UTC"))
+        incoming = batch.append_column("curated_at", pa.repeat(stamp, batch.num_rows)).select(columns)
+        del batch
+        window = dedup_window(incoming, window_days)
+        keys = pc.unique(incoming[KEY])
+        if table.current_snapshot() is not None and len(keys) and window is not None:
+            current = self.scan_keys(table, keys, window, CURRENT_COLUMNS)
+        else:
+            current = incoming.schema.empty_table()
+        plan = plan_merge(incoming, current)  # names the winners by row; commit_merge writes them
+        del incoming, keys
+        replaced = current.filter(pc.is_in(current[KEY], pa.array(plan.superseded_keys, pa.string())))
+        touched = sorted(set(event_days(plan.winners_of([EVENT_TIME]))) | set(event_days(replaced)))
+        summary = MergeSummary(
+            standardized_rows, plan.inserted, plan.superseded, plan.skipped, touched, window, current.num_rows
+        )
+        self.commit_merge(table, plan, window, properties(summary))
+        return summary

@@ -1,4 +1,4 @@
-"""The Spark engine: Spark does the Iceberg I/O, the Arrow rules do the thinking.
+"""The Spark engine: Spark does the Iceberg I/O and the distribution, the Arrow rules do the thinking.
 
 A SparkSession is built once per process by dagster-pyspark's ``PySparkResource`` with Iceberg's
 Spark runtime (``iceberg-spark-runtime-3.5_2.12-1.10.2.jar``, shipped by the PyPI package
@@ -10,9 +10,13 @@ and ``cache-enabled=false`` (every statement sees the latest commit, whoever mad
 
 What runs where:
 
-* reads (a batch on a ref, the curated rows of some keys) are Spark scans, collected as Arrow;
-* the rules -- standardization, quarantine filter, CDE audit, curated precedence -- are the Arrow
-  functions of :mod:`wap_pipeline.rules`, one definition for both engines;
+* a batch's steps (:meth:`SparkEngine.standardize_to_branch`, :meth:`~SparkEngine.audit_batch`,
+  :meth:`~SparkEngine.merge_batch`) run the Arrow functions of :mod:`wap_pipeline.rules` -- one
+  definition for both engines -- on the executors, with ``mapInArrow`` over Spark scans (curated
+  precedence per hash partition of ``idempotency_key``); the counts are Spark aggregations, and the
+  driver receives counts and bounded samples only, never the batch. The master is
+  ``WAP_SPARK_MASTER`` (``local[*]`` by default);
+* the lower-level reads (``scan_batch``, ``scan_keys``: tests and tools) are Spark scans collected as Arrow;
 * writes are Spark writes: ``writeTo(<table>.branch_<name>)`` with ``snapshot-property.*`` options
   (the batch id and bookmark land in the snapshot summary exactly as the arrow engine writes them);
   each Spark commit is fenced by the step's writer lease first (:func:`wap_pipeline.iceberg.lease.fence`),
@@ -31,23 +35,40 @@ context) lets one process -- a test session -- use several catalogs.
 
 from __future__ import annotations
 
+import functools
 import glob
+import json
+import math
 import os
 import re
+import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from wap_pipeline.engines import conform
+from wap_pipeline.engines import MergeSummary, Standardization, StandardizedBatch, conform, conform_to
 from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import compaction, lease, wap
 from wap_pipeline.iceberg.catalog import configured_properties, default_catalog_properties
-from wap_pipeline.rules.curated import EVENT_TIME, KEY, DedupWindow, MergePlan
+from wap_pipeline.iceberg.schemas import top_level_columns
+from wap_pipeline.rules.audit import AUDIT_COLUMNS, AuditResult, reason_counts, sample_ids
+from wap_pipeline.rules.curated import (
+    EVENT_TIME,
+    KEY,
+    PAYLOAD,
+    DedupWindow,
+    MergePlan,
+    plan_merge,
+    window_between,
+)
+from wap_pipeline.rules.replays import REPLAY_TOKEN
+from wap_pipeline.rules.standardize import Grants, SchemaMismatchError
 from wap_pipeline.settings import Settings
 
 ICEBERG_RUNTIME_GLOB = "iceberg-spark-runtime-3.5_2.12-*.jar"
@@ -84,14 +105,18 @@ def runtime_jars() -> list[str]:
     return [iceberg_runtime_jar(), *JDBC_DRIVER_JARS]
 
 
-def base_spark_config(with_jars: bool = True) -> dict[str, str]:
-    """Everything but the catalog: jars, Iceberg's SQL extensions, UTC, Arrow transfers, a quiet local run.
+def base_spark_config(with_jars: bool = True, master: str | None = None) -> dict[str, str]:
+    """Everything but the catalog: the master (``WAP_SPARK_MASTER``), jars, Iceberg's SQL extensions,
+    UTC, Arrow transfers, a quiet run.
 
     ``with_jars=False`` where the platform brings Iceberg itself (Glue's ``--datalake-formats iceberg``).
+    ``spark.jars`` also ships the jars to a cluster's executors. An empty master leaves it to whoever
+    launched the process (``spark-submit`` on Glue or EMR).
     """
     jars = {"spark.jars": ",".join(runtime_jars())} if with_jars else {}
+    master = Settings().spark_master if master is None else master
     return {
-        "spark.master": "local[2]",
+        **({"spark.master": master} if master else {}),
         "spark.app.name": "wap-pipeline",
         **jars,
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
@@ -184,7 +209,11 @@ def spark_session(settings: Settings | None = None, extra_config: Mapping[str, s
             from dagster_pyspark import PySparkResource
 
             extra = dict(extra_config or {})
-            config = {**base_spark_config(with_jars="spark.jars" not in extra), **catalog_conf, **extra}
+            base = base_spark_config(with_jars="spark.jars" not in extra, master=settings.spark_master)
+            config = {**base, **catalog_conf, **extra}
+            # The rules run in Python on the executors: the same interpreter (and so the same
+            # packages) as this driver, unless the platform says otherwise.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             resource = PySparkResource(spark_config=config)
             resource.setup_for_execution(build_init_resource_context())
             resource.spark_context.setLogLevel("ERROR")
@@ -243,9 +272,136 @@ def _in_window(window: DedupWindow):
     return (F.col(EVENT_TIME) >= start) & (F.col(EVENT_TIME) < end)
 
 
+def _relaxed(schema):
+    """``schema`` with every column nullable: what the rules hand back to Spark (Iceberg still checks the
+    table's required columns when the rows are written)."""
+    from pyspark.sql.types import StructField, StructType
+
+    return StructType([StructField(f.name, f.dataType, True) for f in schema.fields])
+
+
 def _window_sql(window: DedupWindow) -> str:
     start, end = window.start.isoformat(), window.end.isoformat()
     return f"{EVENT_TIME} >= CAST('{start}' AS TIMESTAMP) AND {EVENT_TIME} < CAST('{end}' AS TIMESTAMP)"
+
+
+# --- What runs on Spark's executors ---------------------------------------------------------------
+# Module-level functions (cloudpickle ships them by reference: the executors import this package) that
+# apply the rules of wap_pipeline.rules to the Arrow record batches Spark hands them (``mapInArrow``).
+
+_KIND, _SKIPPED, _UNAUTHORIZED, _INFO, _ORDER = (
+    "_wap_kind",
+    "_wap_skipped",
+    "_wap_unauthorized",
+    "_wap_info",
+    "_wap_order",
+)
+_ROW, _STATS, _MISMATCH, _UNAUTHORIZED_ROW = "row", "stats", "mismatch", "unauthorized"
+_SIDE, _SUPERSEDES = "_wap_current", "_wap_supersedes"
+CURRENT_COLUMNS = (KEY, "is_replay", EVENT_TIME, "sent_timestamp", PAYLOAD)
+MERGE_ROWS_PER_PARTITION = 200_000
+"""The curated plan of a partition holds its rows in one executor's memory: about this many at most."""
+PERSIST_LEVEL = "DISK_ONLY"
+"""Where the executors keep the tagged rows / the curated winners between the counts and the write: on
+their local disk. Kept in memory (MEMORY_AND_DISK), a 3M-event batch filled a 2 GB executor's storage
+memory and the executor died of heap exhaustion while reading the next raw file."""
+MISMATCH_CHUNKS = 100
+"""Schema-mismatch reports read back (first problem per field, 5 example ids per field: a few suffice)."""
+
+
+def _standardize_batches(
+    batches: Iterator[pa.RecordBatch],
+    job: Standardization,
+    raw_schema: pa.Schema,
+    out_schema: pa.Schema,
+    quarantined,
+    grants,
+) -> Iterator[pa.RecordBatch]:
+    """:meth:`Standardization.apply` on each record batch of raw rows. Besides the rows (kind ``row``)
+    it reports, as rows of other kinds: per batch the counts (``stats``), each unauthorized replay's
+    lineage (``unauthorized``) and a schema mismatch (``mismatch``, the error as JSON, ordered by the
+    batch's first row)."""
+    quarantined_ids: Collection[str] = quarantined.value
+    granted: Grants = grants.value
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        raw = conform_to(pa.Table.from_batches([batch]), raw_schema)
+        first = raw.slice(0, 1).to_pylist()[0]
+        order = f"{first['landing_file_key']}\x00{first['line_number']:020d}"
+        try:
+            result = job.apply(raw, quarantined_ids, granted)
+        except SchemaMismatchError as error:
+            info = json.dumps({"problems": error.problems, "examples": error.examples})
+            yield from pa.Table.from_pylist(
+                [{_KIND: _MISMATCH, _INFO: info, _ORDER: order}], schema=out_schema
+            ).to_batches()
+            continue
+        rows, count = result.rows, result.rows.num_rows
+        columns = [
+            rows[field.name].cast(field.type)
+            if field.name in rows.column_names
+            else pa.nulls(count, field.type)
+            for field in out_schema
+        ]
+        columns[out_schema.get_field_index(_KIND)] = pa.repeat(pa.scalar(_ROW, pa.string()), count)
+        yield from pa.table(columns, schema=out_schema).to_batches()
+        meta = [
+            {
+                _KIND: _STATS,
+                _SKIPPED: result.skipped.num_rows,
+                _UNAUTHORIZED: result.unauthorized_replays.num_rows,
+            }
+        ]
+        meta += [
+            {_KIND: _UNAUTHORIZED_ROW, _INFO: json.dumps(lineage, default=str)}
+            for lineage in result.unauthorized_replays.to_pylist()
+        ]
+        yield from pa.Table.from_pylist(meta, schema=out_schema).to_batches()
+
+
+_REASONS_SCHEMA = pa.schema([("reason", pa.string()), ("n", pa.int64())])
+_IDS_SCHEMA = pa.schema([("id", pa.string())])
+
+
+def _reason_counts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """:func:`rules.audit.reason_counts` of each batch of invalid rows (Spark sums them by reason)."""
+    for batch in batches:
+        counts = reason_counts(pa.Table.from_batches([batch]))
+        yield pa.RecordBatch.from_pydict(
+            {"reason": list(counts), "n": list(counts.values())}, schema=_REASONS_SCHEMA
+        )
+
+
+def _sample_ids(batches: Iterator[pa.RecordBatch], sample_size: int) -> Iterator[pa.RecordBatch]:
+    """:func:`rules.audit.sample_ids` of each batch of invalid rows (Spark keeps the first of all)."""
+    for batch in batches:
+        yield pa.RecordBatch.from_pydict(
+            {"id": sample_ids(pa.Table.from_batches([batch]), sample_size)}, schema=_IDS_SCHEMA
+        )
+
+
+def _plan_partition(
+    batches: Iterator[pa.RecordBatch], curated_schema: pa.Schema, out_schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """:func:`rules.curated.plan_merge` of one partition: the batch's rows (``_wap_current`` 0) and
+    curated's rows (1) of the keys hashed to this partition -- all copies of a key are here. Yields the
+    winners, each marked with whether it supersedes a curated row."""
+    parts = [pa.Table.from_batches([batch]) for batch in batches if batch.num_rows]
+    if not parts:
+        return
+    rows = pa.concat_tables(parts)
+    is_current = pc.equal(rows[_SIDE], 1)
+    incoming = conform_to(rows.filter(pc.invert(is_current)).select(curated_schema.names), curated_schema)
+    if incoming.num_rows == 0:
+        return
+    current = conform_to(rows.filter(is_current).select(list(CURRENT_COLUMNS)), curated_schema)
+    del rows, parts
+    plan = plan_merge(incoming, current)
+    winners = plan.winners
+    supersedes = pc.is_in(winners[KEY], value_set=pa.array(plan.superseded_keys, winners[KEY].type))
+    columns = [winners[field.name].cast(field.type) for field in out_schema if field.name != _SUPERSEDES]
+    yield from pa.table([*columns, supersedes], schema=out_schema).to_batches()
 
 
 class SparkEngine:
@@ -303,7 +459,12 @@ class SparkEngine:
 
     def _append(self, table: Table, ref: str, rows: pa.Table, properties: Mapping[str, str]) -> None:
         target = self.session.table(self.identifier(table)).schema
-        writer = to_spark(self.session, rows, target).writeTo(self.identifier(table, ref))
+        self._write(table, ref, to_spark(self.session, rows, target), properties)
+
+    def _write(self, table: Table, ref: str, frame, properties: Mapping[str, str]) -> None:
+        """One Spark append of ``frame`` to ``ref``, fenced by the writer lease, with ``properties``
+        (and the lease's token) in the snapshot summary."""
+        writer = frame.select(*top_level_columns(table.schema())).writeTo(self.identifier(table, ref))
         for key, value in {**properties, **lease.fence(table)}.items():
             writer = writer.option(f"snapshot-property.{key}", str(value))
         writer.append()
@@ -349,26 +510,37 @@ class SparkEngine:
     def commit_merge(
         self, table: Table, plan: MergePlan, window: DedupWindow | None, properties: dict[str, str]
     ) -> None:
-        """The curated commit: on a work branch, delete superseded keys and append the winners (with the
-        batch id in the summary), then one fast-forward of main -- atomic on main, like the arrow engine."""
+        """The curated commit of a plan made on the driver (see :meth:`merge_batch` for the distributed one)."""
+        target = self.session.table(self.identifier(table)).schema
+        superseded = (
+            self.session.createDataFrame([(k,) for k in plan.superseded_keys], f"{KEY} string")
+            if plan.superseded_keys
+            else None
+        )
+        self._commit_frames(
+            table, to_spark(self.session, plan.winners, target), superseded, window, properties
+        )
+
+    def _commit_frames(self, table: Table, winners, superseded_keys, window: DedupWindow | None, properties):
+        """The curated commit: on a work branch, delete the rows of ``superseded_keys`` (a DataFrame of
+        keys, or None) inside the window and append ``winners`` (with the batch id in the summary), then
+        one fast-forward of main -- atomic on main, like the arrow engine."""
         batch_id = properties[wap.BATCH_ID_PROPERTY]
         branch = f"{CURATED_WORK_BRANCH_PREFIX}{wap.validate_batch_id(batch_id)}"
         table.refresh()
         if branch in table.metadata.refs:  # left by a crashed attempt; it was never published
             table.manage_snapshots().remove_branch(branch).commit()
         wap.create_branch_from_main(table, branch)
-        if plan.superseded_keys:
+        if superseded_keys is not None:
             view = "wap_superseded_" + re.sub(r"\W", "_", branch)  # a SQL name, the same in every process
-            self.session.createDataFrame(
-                [(k,) for k in plan.superseded_keys], f"{KEY} string"
-            ).createOrReplaceTempView(view)
+            superseded_keys.createOrReplaceTempView(view)
             lease.fence(table)
             self.session.sql(
                 f"DELETE FROM {self.identifier(table, branch)} WHERE {KEY} IN (SELECT {KEY} FROM {view}) "
                 f"AND {_window_sql(window)}"
             ).collect()
             self.session.catalog.dropTempView(view)
-        self._append(table, branch, plan.winners, properties)
+        self._write(table, branch, winners, properties)
         fault_point("curated.before_commit")
         self.fast_forward(table, branch)
         table.refresh()
@@ -404,3 +576,205 @@ class SparkEngine:
             int(row["added_data_files_count"]),
             sum(task.file.record_count for tasks in groups.values() for task in tasks),
         )
+
+    # --- a batch's steps, distributed ----------------------------------------------------------------
+
+    def _batch_frame(self, table: Table, ref: str, batch_id: str):
+        from pyspark.sql import functions as F
+
+        return self.session.table(self.identifier(table, ref)).where(F.col("batch_id") == batch_id)
+
+    def standardize_to_branch(
+        self,
+        raw: Table,
+        table: Table,
+        batch_id: str,
+        branch: str,
+        job: Standardization,
+        quarantined: Collection[str],
+        grants_of: Callable[[list[str]], Grants],
+        properties: Callable[[int, int], Mapping[str, str]],
+    ) -> StandardizedBatch:
+        """The executors standardize and tag the raw rows (``mapInArrow`` of :meth:`Standardization.apply`,
+        the quarantine ids and the batch's replay grants broadcast); the rows stay on the executors
+        (persisted on their local disk) while Spark counts them, then one Spark append writes them to the
+        new branch.
+        The driver gets counts, the batch's replay tokens (one per data-patcher replay) and at most 5
+        unauthorized replays' lineage."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+        from pyspark.sql.pandas.types import to_arrow_schema
+        from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+        context = self.session.sparkContext
+        raw_frame = self._batch_frame(raw, wap.MAIN, batch_id)
+        tokens = []
+        if REPLAY_TOKEN in raw_frame.columns:
+            replays = raw_frame.where(F.col(REPLAY_TOKEN).isNotNull()).select(REPLAY_TOKEN).distinct()
+            tokens = [row[0] for row in replays.collect()]
+        grants = grants_of(tokens) if tokens else {}
+        target = self.session.table(self.identifier(table)).schema
+        out = StructType(
+            _relaxed(StructType([target[name] for name in job.columns])).fields
+            + [
+                StructField(_KIND, StringType()),
+                StructField(_SKIPPED, LongType()),
+                StructField(_UNAUTHORIZED, LongType()),
+                StructField(_INFO, StringType()),
+                StructField(_ORDER, StringType()),
+            ]
+        )
+        standardize_batches = functools.partial(
+            _standardize_batches,
+            job=job,
+            raw_schema=raw.schema().as_arrow(),
+            out_schema=to_arrow_schema(out),
+            quarantined=context.broadcast(frozenset(quarantined)),
+            grants=context.broadcast(dict(grants)),
+        )
+        tagged = raw_frame.mapInArrow(standardize_batches, out)
+        tagged = tagged.persist(getattr(StorageLevel, PERSIST_LEVEL))
+        try:
+            kinds = {
+                row[_KIND]: row
+                for row in tagged.groupBy(_KIND)
+                .agg(
+                    F.count(F.lit(1)).alias("n"),
+                    F.sum(_SKIPPED).alias("skipped"),
+                    F.sum(_UNAUTHORIZED).alias("unauthorized"),
+                )
+                .collect()
+            }
+            if _MISMATCH in kinds:
+                reports = tagged.where(F.col(_KIND) == _MISMATCH).orderBy(_ORDER).select(_INFO)
+                raise SchemaMismatchError.combine(
+                    SchemaMismatchError(**json.loads(row[0])) for row in reports.take(MISMATCH_CHUNKS)
+                )
+            rows = int(kinds[_ROW]["n"]) if _ROW in kinds else 0
+            skipped = int(kinds[_STATS]["skipped"] or 0) if _STATS in kinds else 0
+            unauthorized = int(kinds[_STATS]["unauthorized"] or 0) if _STATS in kinds else 0
+            sample = []
+            if unauthorized:
+                lineage = tagged.where(F.col(_KIND) == _UNAUTHORIZED_ROW).select(_INFO)
+                sample = [json.loads(row[0]) for row in lineage.take(5)]
+            wap.create_branch_from_main(table, branch)
+            self._write(table, branch, tagged.where(F.col(_KIND) == _ROW), properties(skipped, unauthorized))
+        finally:
+            tagged.unpersist()
+        return StandardizedBatch(rows, skipped, unauthorized, sample)
+
+    def audit_batch(self, table: Table, branch: str, batch_id: str, sample_size: int = 10) -> AuditResult:
+        """:func:`rules.audit.count_invalid` as Spark aggregations over the branch: the rules' partial
+        counts and samples per record batch on the executors, summed (and the first ids taken) by Spark."""
+        from pyspark.sql import functions as F
+
+        frame = self._batch_frame(table, branch, batch_id).select(*AUDIT_COLUMNS)
+        totals = frame.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(F.when(F.col("invalid_flag"), 1).otherwise(0)).alias("invalid"),
+        ).first()
+        rows, invalid_rows = int(totals["rows"]), int(totals["invalid"] or 0)
+        if not invalid_rows:
+            return AuditResult(rows=rows, invalid_rows=0, reasons={}, sample_invalid_ids=[])
+        invalid = frame.where(F.col("invalid_flag"))
+        reasons = (
+            invalid.mapInArrow(_reason_counts, "reason string, n long")
+            .groupBy("reason")
+            .agg(F.sum("n").alias("n"))
+            .collect()
+        )
+        ids = (
+            invalid.mapInArrow(functools.partial(_sample_ids, sample_size=sample_size), "id string")
+            .orderBy("id")
+            .limit(sample_size)
+            .collect()
+        )
+        return AuditResult(
+            rows=rows,
+            invalid_rows=invalid_rows,
+            reasons={row["reason"]: int(row["n"]) for row in reasons},
+            sample_invalid_ids=[row["id"] for row in ids],
+        )
+
+    def merge_batch(
+        self,
+        standardized: Table,
+        table: Table,
+        batch_id: str,
+        curated_at: datetime,
+        window_days: int,
+        properties: Callable[[MergeSummary], dict[str, str]],
+    ) -> MergeSummary:
+        """Curated precedence in Spark: the batch's rows and curated's rows of its keys (inside the dedup
+        window, a semi-join) are hash-partitioned by key, and each partition is planned by
+        :func:`rules.curated.plan_merge` on an executor. The winners stay there (persisted) while Spark
+        counts them and lists the days they touch; the commit deletes the superseded keys (a subquery
+        over the winners) and appends the winners on a work branch, then one fast-forward of main."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+        from pyspark.sql.pandas.types import to_arrow_schema
+        from pyspark.sql.types import BooleanType, StructField, StructType
+
+        columns = top_level_columns(table.schema())
+        kept = set(top_level_columns(standardized.schema()))
+        incoming = (
+            self._batch_frame(standardized, wap.MAIN, batch_id)
+            .select(*[c for c in columns if c in kept])
+            .withColumn("curated_at", F.lit(curated_at).cast("timestamp"))
+            .select(*columns)
+        )
+        bounds = incoming.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.to_date(F.min(EVENT_TIME)).alias("low"),
+            F.to_date(F.max(EVENT_TIME)).alias("high"),
+        ).first()
+        standardized_rows = int(bounds["n"])
+        window = window_between(bounds["low"], bounds["high"], window_days)
+        current = None
+        if standardized_rows and window is not None and table.current_snapshot() is not None:
+            current = (
+                self.session.table(self.identifier(table))
+                .where(_in_window(window))
+                .select(*CURRENT_COLUMNS)
+                .join(incoming.select(KEY).distinct(), on=KEY, how="left_semi")
+            )
+        both = incoming.withColumn(_SIDE, F.lit(0))
+        if current is not None:
+            both = both.unionByName(current.withColumn(_SIDE, F.lit(1)), allowMissingColumns=True)
+        target = self.session.table(self.identifier(table)).schema
+        out = StructType(_relaxed(target).fields + [StructField(_SUPERSEDES, BooleanType())])
+        partitions = max(
+            int(self.session.conf.get("spark.sql.shuffle.partitions")),
+            math.ceil(standardized_rows / MERGE_ROWS_PER_PARTITION),
+        )
+        plan_partition = functools.partial(
+            _plan_partition, curated_schema=table.schema().as_arrow(), out_schema=to_arrow_schema(out)
+        )
+        planned = both.repartition(partitions, KEY).mapInArrow(plan_partition, out)
+        planned = planned.persist(getattr(StorageLevel, PERSIST_LEVEL))
+        try:
+            counts = planned.agg(
+                F.count(F.lit(1)).alias("winners"),
+                F.sum(F.when(F.col(_SUPERSEDES), 1).otherwise(0)).alias("superseded"),
+            ).first()
+            winners, superseded = int(counts["winners"]), int(counts["superseded"] or 0)
+            superseded_keys = planned.where(F.col(_SUPERSEDES)).select(KEY) if superseded else None
+            days = {row[0] for row in planned.select(F.to_date(EVENT_TIME)).distinct().collect()}
+            if superseded_keys is not None:
+                replaced = current.join(superseded_keys, on=KEY, how="left_semi")
+                days |= {row[0] for row in replaced.select(F.to_date(EVENT_TIME)).distinct().collect()}
+            summary = MergeSummary(
+                standardized_rows=standardized_rows,
+                inserted=winners - superseded,
+                superseded=superseded,
+                skipped=standardized_rows - winners,
+                touched_days=sorted(day for day in days if day is not None),
+                window=window,
+                looked_up=current.count() if current is not None else 0,
+            )
+            self._commit_frames(
+                table, planned.drop(_SUPERSEDES), superseded_keys, window, properties(summary)
+            )
+        finally:
+            planned.unpersist()
+        return summary

@@ -181,19 +181,32 @@ AUDIT_COLUMNS = ("event_id", "original_message_id", "invalid_flag", "invalid_rea
 """The columns :func:`count_invalid` reads of a batch's tagged rows."""
 
 
-def count_invalid(batch_rows: pa.Table, sample_size: int = 10) -> AuditResult:
-    """The audit: count invalid rows of the batch (and why), with a sample of offending ids."""
-    invalid = batch_rows.filter(pc.field("invalid_flag"))
+def reason_counts(invalid_rows: pa.Table) -> dict[str, int]:
+    """How often each rule (or parse problem, without its detail) is named by ``invalid_rows``.
+
+    Counts of disjoint sets of rows add up: an engine may count a batch a piece at a time."""
     reasons: dict[str, int] = {}
-    for row_reasons in invalid["invalid_reasons"].to_pylist():
+    for row_reasons in invalid_rows["invalid_reasons"].to_pylist():
         for reason in row_reasons or []:
             key = reason.split(":", 1)[0]
             reasons[key] = reasons.get(key, 0) + 1
-    # Quarantine ids (what `data-patcher quarantine add` takes), sorted, so that the sample does not
-    # depend on the order an engine happens to scan files in.
-    ids = sorted(quarantine_ids(invalid["event_id"], invalid["original_message_id"]).to_pylist())[
-        :sample_size
-    ]
+    return reasons
+
+
+def sample_ids(invalid_rows: pa.Table, sample_size: int = 10) -> list[str]:
+    """The first ``sample_size`` quarantine ids of ``invalid_rows`` (what `data-patcher quarantine add`
+    takes), sorted, so that the sample does not depend on the order an engine happens to scan files
+    in. The sample of a batch is the first ``sample_size`` of the samples of its pieces."""
+    ids = quarantine_ids(invalid_rows["event_id"], invalid_rows["original_message_id"])
+    return sorted(ids.to_pylist())[:sample_size]
+
+
+def count_invalid(batch_rows: pa.Table, sample_size: int = 10) -> AuditResult:
+    """The audit: count invalid rows of the batch (and why), with a sample of offending ids."""
+    invalid = batch_rows.filter(pc.field("invalid_flag"))
     return AuditResult(
-        rows=batch_rows.num_rows, invalid_rows=invalid.num_rows, reasons=reasons, sample_invalid_ids=ids
+        rows=batch_rows.num_rows,
+        invalid_rows=invalid.num_rows,
+        reasons=reason_counts(invalid),
+        sample_invalid_ids=sample_ids(invalid, sample_size),
     )

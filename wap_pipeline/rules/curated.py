@@ -180,9 +180,14 @@ def dedup_window(batch_rows: pa.Table, window_days: int) -> DedupWindow | None:
         return None
     bounds = pc.min_max(batch_rows[EVENT_TIME])
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if low is None:
+    return window_between(low and low.date(), high and high.date(), window_days)
+
+
+def window_between(low: date | None, high: date | None, window_days: int) -> DedupWindow | None:
+    """The window of a batch whose events fall on the days ``low`` .. ``high`` (None: no event times)."""
+    if low is None or high is None:
         return None
-    return DedupWindow(_day_start(low.date(), -window_days), _day_start(high.date(), window_days + 1))
+    return DedupWindow(_day_start(low, -window_days), _day_start(high, window_days + 1))
 
 
 def _day_start(day: date, shift: int) -> datetime:

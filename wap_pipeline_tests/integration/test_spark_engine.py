@@ -3,7 +3,8 @@
 Each engine runs the real standardized and curated assets (Dagster, the breaker and quarantine on the
 local AWS server) on its own SQLite catalog, from the same raw rows. Processing timestamps
 (standardized_at, curated_at) are the only columns allowed to differ. One SparkContext serves the
-whole test session (fixture ``spark_engine_runtime``).
+whole test session (fixture ``spark_engine_runtime``), on a standalone Spark cluster (master + one
+worker on 127.0.0.1, fixture ``spark_cluster``): the rules run in the worker's executors.
 """
 
 from __future__ import annotations
@@ -215,9 +216,23 @@ def run_engine(use_catalog, engine: str) -> dict:
     }
 
 
+def ran_on_the_cluster(cluster) -> list[str]:
+    """The executor logs of this process's application on the standalone cluster; asserts that the
+    application runs there (holding the worker's cores)."""
+    context = SparkEngine.from_settings(Settings.from_env()).session.sparkContext
+    assert context.master == cluster.url
+    (app,) = [a for a in cluster.status()["activeapps"] if a["id"] == context.applicationId]
+    assert app["cores"] > 0
+    return [log.read_text() for log in (cluster.work_dir / context.applicationId).glob("*/stderr")]
+
+
 def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtime):
     arrow = run_engine(use_catalog, "arrow")
     spark = run_engine(use_catalog, "spark")
+
+    # Spark's share ran on the standalone cluster: its executors (JVMs the worker started) ran Python.
+    executor_logs = ran_on_the_cluster(spark_engine_runtime)
+    assert executor_logs and any("PythonRunner" in log for log in executor_logs)
 
     # The batches did what they were built to do (so that parity is about something).
     assert [arrow["outcomes"][b]["success"] for b in ("b1", "b2", "b3")] == [True, True, False]
@@ -366,3 +381,34 @@ def test_spark_compaction_rewrites_a_day_without_changing_rows(use_catalog, spar
     assert head.summary.operation.value == "replace"
     assert wap.BATCH_ID_PROPERTY not in head.summary.additional_properties
     assert wap.published_batches(curated) == ["b1", "b2", "b3", "b4"]
+
+
+def test_a_schema_mismatch_stops_the_batch_on_both_engines_alike(use_catalog, spark_engine_runtime):
+    """The executors report a chunk that does not fit the schema; the driver raises the batch's one error
+    (every field named, the same example ids) and nothing is written: no branch, main unchanged."""
+    events = make_events(8, seed=705, now=landed_at())
+    events[1]["coupon"] = "SAVE10"  # a field the table does not have
+    events[6]["amount_minor"] = "12.50"  # a string where a long is expected
+    data = landing_records(events, "b5")
+    outcomes = {}
+    for engine in ("arrow", "spark"):
+        settings = use_catalog(f"mismatch_{engine}")
+        land(settings, "b5", data)
+        result = process(engine, "b5")
+        standardized = ensure_tables(load_wap_catalog(settings))["standardized"]
+        standardized.refresh()
+        outcomes[engine] = {
+            "success": result.success,
+            "audit": audit_outcome(result),
+            "refs": sorted(standardized.metadata.refs),
+            "published": wap.published_batches(standardized),
+        }
+    arrow, spark = outcomes["arrow"], outcomes["spark"]
+    assert arrow["success"] is False and arrow["audit"]["stage"] == "schema"
+    assert set(arrow["audit"]["fields"]) == {"coupon", "amount_minor"}
+    assert arrow["audit"]["example_ids"] == {
+        "coupon": [events[1]["event_id"]],
+        "amount_minor": [events[6]["event_id"]],
+    }
+    assert arrow["refs"] == [] and arrow["published"] == []
+    assert spark == arrow

@@ -3,7 +3,7 @@
 import pytest
 
 from wap_pipeline.engines import resolve_engine
-from wap_pipeline.engines.spark import catalog_spark_config
+from wap_pipeline.engines.spark import base_spark_config, catalog_spark_config
 from wap_pipeline.resources import EngineResource
 from wap_pipeline.settings import Settings
 
@@ -93,3 +93,12 @@ def test_day_chunks_hold_one_day_each_bounded_and_every_row_once():
     some = pa.array([40, 3, 17, 3 + 14], pa.int64())
     taken = [n for piece in day_chunks(rows, some) for n in piece["n"].to_pylist()]
     assert sorted(taken) == [3, 17, 17, 40], "only (and every one of) the given rows"
+
+
+def test_spark_master_comes_from_wap_spark_master():
+    assert Settings.from_env({}).spark_master == "local[*]"
+    master = Settings.from_env({"WAP_SPARK_MASTER": "spark://127.0.0.1:7077"}).spark_master
+    assert base_spark_config(with_jars=False, master=master)["spark.master"] == "spark://127.0.0.1:7077"
+    # Empty: the master spark-submit was given (Glue, EMR) is left alone.
+    empty = Settings.from_env({"WAP_SPARK_MASTER": ""}).spark_master
+    assert "spark.master" not in base_spark_config(with_jars=False, master=empty)
