@@ -5,21 +5,18 @@ Screenshots are saved under ``test-artifacts/ui/`` (kept by CI as the test's art
 """
 
 import time
-from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRun, RunsFilter
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from wap_pipeline.events import make_events
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send
+from wap_pipeline_tests.ui.browser import ARTIFACTS, CHROMIUM, shot
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 
 
 def pipeline_runs() -> list[DagsterRun]:
@@ -35,10 +32,6 @@ def wait_for_child(parent_id: str, timeout_s: float = 240) -> DagsterRun:
             return children[0]
         time.sleep(2)
     raise AssertionError(f"no finished re-execution of {parent_id} after {timeout_s}s")
-
-
-def shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_failed_audit_is_visible_and_re_executed_from_the_ui(stack, tmp_path):
