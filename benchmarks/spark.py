@@ -12,7 +12,9 @@ Reported per size:
 * whole batch: the run's wall time, and its ratio to the floor measured in this run;
 * per stage: seconds (the run's STEP_START -> STEP_SUCCESS events);
 * driver peak RSS: the Python driver process (high-water mark reset before the run, and a 50 ms
-  sampler for each stage's peak) and the driver JVM (its high-water mark, reset likewise, via /proc);
+  sampler for each stage's peak) and the driver JVM (its high-water mark, reset likewise, via /proc).
+  Each size runs in a process of its own, and the batch is generated, landed and floor-measured in a
+  child process, so the driver's numbers are the run's, not the harness's;
   the standardized + curated peaks are the Spark engine's driver, the raw stage is not the engine's;
 * executor time: the sum of the executors' task run time and CPU time over the run's stages (the
   driver's REST API, ``/api/v1/applications/<id>/stages``).
@@ -26,12 +28,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +83,23 @@ def last_stage(ui: str, app_id: str) -> int:
     return max((s["stageId"] for s in _rest(ui, f"{app_id}/stages")), default=-1)
 
 
+def land_and_measure_floor(name: str, events: int, quarantined: int, root: Path) -> tuple[dict, dict]:
+    """Generate and land the batch, and measure its floor (run in a child process of its own)."""
+    from wap_pipeline import aws
+    from wap_pipeline.settings import Settings
+
+    bench.quiet_warnings()
+    settings = Settings.from_env()
+    bench.log(f"{name}: generating and landing {events:,} events")
+    ndjson = root / f"{name}.ndjson"
+    landed = bench.land_events(aws.client("s3", settings), settings, events, 1, quarantined, ndjson)
+    bench.log(f"{name}: floor (read_json + write_table)")
+    floor = bench.measure_floor(ndjson, root / "floor.parquet")
+    ndjson.unlink()
+    (root / "floor.parquet").unlink()
+    return landed.__dict__, floor
+
+
 def one_size(events: int, quarantined: int, root: Path) -> dict:
     """Land, measure the floor, run the pipeline job on Spark for one batch of ``events``."""
     from dagster import DagsterInstance
@@ -97,14 +119,12 @@ def one_size(events: int, quarantined: int, root: Path) -> dict:
         settings = Settings.from_env()
         provision(settings)
         ensure_dagster_home(settings)
-        bench.log(f"{name}: generating and landing {events:,} events")
-        ndjson = root / f"{name}.ndjson"
-        landed = bench.land_events(aws.client("s3", settings), settings, events, 1, quarantined, ndjson)
-        out["batch"] = landed.__dict__
-        bench.log(f"{name}: floor (read_json + write_table)")
-        out["floor"] = bench.measure_floor(ndjson, root / "floor.parquet")
-        ndjson.unlink()
-        (root / "floor.parquet").unlink()
+        # In a child process: generating and parsing the batch would otherwise stay in this (the
+        # driver's) memory, and the driver's high-water mark would measure the harness, not the run.
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+            out["batch"], out["floor"] = child.submit(
+                land_and_measure_floor, name, events, quarantined, root
+            ).result()
         bench.load_quarantine(aws.client("dynamodb", settings), settings.quarantine_table, quarantined)
         tables = ensure_tables(load_wap_catalog(settings))
         session = spark_engine.spark_session(settings)  # this catalog's session on the running context
@@ -187,7 +207,7 @@ def report(results: dict) -> list[str]:
             f"{engine_rise(first):+,.0f} -> {engine_rise(last):+,.0f} MB, driver JVM peak "
             f"{first['driver_jvm_peak_mb']:,.0f} -> {last['driver_jvm_peak_mb']:,.0f} MB, whole Python "
             f"process peak {first['driver_python_peak_mb']:,.0f} -> {last['driver_python_peak_mb']:,.0f} MB "
-            f"(the raw append, PyIceberg in-process, is not the engine's)"
+            "(each size in a driver process of its own)"
         )
     return lines
 
@@ -207,11 +227,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def each_size_in_its_own_driver(args: argparse.Namespace) -> int:
+    """Run every size in a fresh process (cluster and driver of its own), then report them together:
+    a driver that ran the smaller batch first would start the larger one with what that left behind."""
+    started = time.perf_counter()
+    sizes = []
+    for events in args.events.split(","):
+        out = Path(tempfile.mkdtemp(prefix="wap-bench-spark-size-")) / "result.json"
+        settings = [
+            *("--quarantined", str(args.quarantined), "--cores", str(args.cores)),
+            *("--worker-memory", args.worker_memory, "--executor-memory", args.executor_memory),
+            *("--driver-memory", args.driver_memory, *(["--keep"] if args.keep else [])),
+        ]
+        subprocess.run(
+            [sys.executable, __file__, *settings, "--events", events, "--json", str(out)], check=True
+        )
+        results = json.loads(out.read_text())
+        sizes += results["sizes"]
+    results = {**results, "sizes": sizes, "total_s": time.perf_counter() - started, "args": vars(args)}
+    lines = report(results)
+    lines.append(f"bench-spark: {results['total_s']:.0f} s in all; results in {args.json}")
+    print("\n".join(lines))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from wap_pipeline.engines import spark as spark_engine
     from wap_pipeline.engines.standalone import SparkCluster, free_port
 
     args = parse_args(argv)
+    if "," in args.events:
+        return each_size_in_its_own_driver(args)
     bench.quiet_warnings()
     started = time.perf_counter()
     results: dict = {
