@@ -1,6 +1,8 @@
 """FMEA 3.1 against a real webserver: a batch failing in curated is re-executed from failure over
 GraphQL by `wap-pipeline rerun-failed`; only curated runs again; the other batches are not touched."""
 
+import time
+
 import pytest
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
@@ -65,7 +67,11 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
         cde = make_events(6, seed=90)
         cde[2]["idempotency_key"] = None
         send(stack, cde)
-        assert run_cli("run", "--until-idle", check=False).returncode == 1
+        # `dagster dev` runs the daemon too: its sensors may take the batch before the headless runner
+        # does. Either way the batch fails its audit and trips the breaker; wait for that run to end.
+        run_cli("run", "--until-idle", check=False)
+        _wait_for_failed_run_of_a_new_batch(known={first, second, failed_batch})
+        assert breaker_state(stack).status == "RED"
         patcher("quarantine", "add", cde[2]["event_id"], "--reason", "null idempotency_key")
         resumed = patcher(
             "resume-pipeline", "--pipeline", "standard_ingest", "--reason", "quarantined", "--url", url
@@ -87,6 +93,16 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
     curated_rows = tables(stack)["curated"].scan().to_arrow()
     totals = tables(stack)["daily_totals"].scan().to_arrow()
     assert sorted(totals.to_pylist(), key=str) == sorted(daily_totals(curated_rows).to_pylist(), key=str)
+
+
+def _wait_for_failed_run_of_a_new_batch(known: set[str], timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = latest_partition_runs()
+        if any(runs[k] and runs[k][0].status.value == "FAILURE" for k in runs if k not in known):
+            return
+        time.sleep(2)
+    raise AssertionError(f"no run of a new batch failed within {timeout_s} s: {latest_partition_runs()}")
 
 
 def test_a_batch_never_run_is_launched_through_dagsters_graphql_client(stack, tmp_path):
