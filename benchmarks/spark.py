@@ -227,6 +227,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def write_results(results: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=1, default=str))
+
+
+def finish(results: dict, args: argparse.Namespace) -> int:
+    """Print the whole report and write the results."""
+    lines = report(results)
+    lines.append(f"bench-spark: {results['total_s']:.0f} s in all; results in {args.json}")
+    print("\n".join(lines))
+    write_results(results, args.json)
+    return 0
+
+
 def each_size_in_its_own_driver(args: argparse.Namespace) -> int:
     """Run every size in a fresh process (cluster and driver of its own), then report them together:
     a driver that ran the smaller batch first would start the larger one with what that left behind."""
@@ -245,12 +259,7 @@ def each_size_in_its_own_driver(args: argparse.Namespace) -> int:
         results = json.loads(out.read_text())
         sizes += results["sizes"]
     results = {**results, "sizes": sizes, "total_s": time.perf_counter() - started, "args": vars(args)}
-    lines = report(results)
-    lines.append(f"bench-spark: {results['total_s']:.0f} s in all; results in {args.json}")
-    print("\n".join(lines))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    return 0
+    return finish(results, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,17 +309,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["sizes"].append(one_size(events, args.quarantined, root))
                 # Each size as soon as it is measured (a later, larger one may not finish).
                 print("\n".join(report({**results, "sizes": results["sizes"][-1:]})[2:]), flush=True)
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+                write_results(results, args.json)
         finally:
             spark_engine.stop_spark()
     results["total_s"] = time.perf_counter() - started
-    lines = report(results)
-    lines.append(f"bench-spark: {results['total_s']:.0f} s in all; results in {args.json}")
-    print("\n".join(lines))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    return 0
+    return finish(results, args)
 
 
 if __name__ == "__main__":
