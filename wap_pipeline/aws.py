@@ -19,7 +19,8 @@ from decimal import Decimal
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from wap_pipeline import hooks
 from wap_pipeline.settings import LOCAL_CREDENTIALS, Settings
@@ -87,3 +88,18 @@ def put_if_version(dynamodb, table: str, item: Mapping[str, object], key: str, r
             return False
         raise
     return True
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is throttling, a server-side failure or a dropped connection -- what botocore
+    retries and may still be failing after its budget: the call is worth making again later."""
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status == 429 or status >= 500 or "Throttl" in code or code in _TRANSIENT_CODES
+    return isinstance(error, (BotoConnectionError, HTTPClientError))  # resets and timeouts included
+
+
+_TRANSIENT_CODES = frozenset(
+    {"RequestLimitExceeded", "SlowDown", "ServiceUnavailable", "InternalError", "InternalFailure"}
+)

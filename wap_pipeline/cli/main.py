@@ -105,13 +105,13 @@ def send(count: int, wave_size: int, drive: bool, max_depth: int, seed: int | No
 
     from wap_pipeline import aws
     from wap_pipeline.events import make_events
-    from wap_pipeline.ingest.producer import send_in_waves
+    from wap_pipeline.ingest.producer import patiently, send_in_waves
     from wap_pipeline.provision import queue_url
     from wap_pipeline.state import record_sent
 
     settings = _settings()
     sqs = aws.client("sqs", settings)
-    url = queue_url(sqs, settings.queue_name)
+    url = patiently(lambda: queue_url(sqs, settings.queue_name))
     started = time.monotonic()
     progress = {"sent": 0}
     errors: list[BaseException] = []

@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import orjson
 
+from wap_pipeline import aws
 from wap_pipeline.ingest import sqs as sqs_calls
+
+PATIENCE_S = 300.0
+"""How long the producer keeps trying a call that fails transiently after botocore's own retries."""
+
+T = TypeVar("T")
+
+
+def patiently(call: Callable[[], T], patience_s: float = PATIENCE_S) -> T:
+    """``call()``, tried again with backoff while it fails transiently (:func:`aws.is_transient`), for up
+    to ``patience_s``. botocore's budget is seconds; a producer that gave up then would drop the wave it
+    holds, so it waits out throttling the way a real producer's outbox would."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not aws.is_transient(error) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def send_bodies(sqs, queue_url: str, bodies: list[str], attributes: list[dict] | None = None) -> list[str]:
-    """Send raw bodies in batches of 10; returns the message ids. Raises if SQS refused any."""
+    """Send raw bodies in batches of 10; returns the message ids. Throttling is waited out
+    (:func:`patiently`); raises if SQS refused a message for its content."""
     message_ids: list[str] = []
     for start in range(0, len(bodies), 10):
         entries = []
@@ -23,12 +48,30 @@ def send_bodies(sqs, queue_url: str, bodies: list[str], attributes: list[dict] |
                     for name, value in attributes[start + offset].items()
                 }
             entries.append(entry)
-        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        if response.get("Failed"):
-            raise RuntimeError(f"SQS refused {len(response['Failed'])} message(s): {response['Failed'][0]}")
-        by_id = {item["Id"]: item["MessageId"] for item in response["Successful"]}
-        message_ids.extend(by_id[str(i)] for i in range(len(entries)))
+        message_ids.extend(patiently(partial(_send_batch, sqs, queue_url, entries)))
     return message_ids
+
+
+def _send_batch(sqs, queue_url: str, entries: list[dict]) -> list[str]:
+    """One SendMessageBatch; entries SQS failed on its own side (not the sender's fault) are sent again,
+    a few times, before the batch fails."""
+    sent: dict[str, str] = {}
+    pending = entries
+    attempt = 0
+    while True:
+        attempt += 1
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=pending)
+        sent.update({item["Id"]: item["MessageId"] for item in response.get("Successful", [])})
+        failed = response.get("Failed", [])
+        if not failed:
+            return [sent[entry["Id"]] for entry in entries]
+        if any(item.get("SenderFault") for item in failed) or attempt == _ENTRY_ATTEMPTS:
+            raise RuntimeError(f"SQS refused {len(failed)} message(s): {failed[0]}")
+        pending = [entry for entry in pending if entry["Id"] not in sent]
+        time.sleep(0.2 * 2**attempt)
+
+
+_ENTRY_ATTEMPTS = 5
 
 
 def send_events(sqs, queue_url: str, events: list[dict]) -> list[str]:
@@ -54,7 +97,7 @@ def send_in_waves(
     sent = 0
     wave = 0
     while sent < total:
-        while max_depth is not None and sqs_calls.depth(sqs, queue_url)[0] > max_depth:
+        while max_depth is not None and patiently(partial(sqs_calls.depth, sqs, queue_url))[0] > max_depth:
             time.sleep(poll_s)
         size = min(wave_size, total - sent)
         send_events(sqs, queue_url, make_wave(wave, size))

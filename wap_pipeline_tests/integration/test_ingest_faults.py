@@ -54,6 +54,24 @@ def test_thirty_percent_throttling_and_partial_failures_lose_and_duplicate_nothi
     assert Counter(sent_keys(FAULTED_MESSAGES, 20, 7)) == counts
 
 
+def test_the_producer_waits_out_throttling_that_outlasts_botocores_budget(stack, proxy):
+    """At 30 % throttling, eight throttled attempts in a row come once in ~15,000 calls -- and a
+    producer polling the queue's depth makes thousands. It waits such a run out instead of dropping
+    the wave it holds (the CI failure of 2026-12-06)."""
+    proxy.plan.blackout(8, mode="503", services={"sqs"})
+    run_cli(
+        "send", "--count", "25", "--seed", "4",
+        env={"AWS_ENDPOINT_URL": proxy.endpoint, "WAP_AWS_MAX_ATTEMPTS": "2"},
+    )  # fmt: skip
+    assert proxy.stats.blacked_out >= 4, proxy.stats  # botocore's two attempts ran out at least twice
+    sqs = aws.client("sqs", stack)
+    url = sqs.get_queue_url(QueueName=stack.queue_name)["QueueUrl"]
+    bodies = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        bodies += [json.loads(message["Body"]) for message in batch]
+    assert sorted(e["idempotency_key"] for e in bodies) == sorted(sent_keys(25, 20, 4))
+
+
 def test_an_outage_longer_than_the_retry_budget_is_survived(stack, proxy):
     events = make_events(150, seed=55)
     send(stack, events)
