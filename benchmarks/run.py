@@ -549,7 +549,7 @@ def measure_latency(instance, settings, events: int) -> dict:
     from wap_pipeline.events import make_events
     from wap_pipeline.iceberg import wap
     from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import create_tables
     from wap_pipeline.ingest.producer import send_events
     from wap_pipeline.provision import queue_url
     from wap_pipeline.runner import run_until_idle
@@ -563,7 +563,7 @@ def measure_latency(instance, settings, events: int) -> dict:
     idle_s = time.time() - started
     if report.failed or not report.idle:
         raise RuntimeError(f"latency run did not finish cleanly: {[r.status for r in report.runs]}")
-    curated = ensure_tables(load_wap_catalog(settings))["curated"]
+    curated = create_tables(load_wap_catalog(settings))["curated"]
     head = curated.current_snapshot()
     commits = [
         s.timestamp_ms / 1000
@@ -612,7 +612,7 @@ def main_batch(args, root: Path) -> dict:
 
     from wap_pipeline import aws
     from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import create_tables
     from wap_pipeline.ingest.landing import LandingCursor
     from wap_pipeline.provision import provision
     from wap_pipeline.settings import Settings
@@ -635,7 +635,7 @@ def main_batch(args, root: Path) -> dict:
         dynamodb = aws.client("dynamodb", settings)
         out["quarantine_load_s"] = load_quarantine(dynamodb, settings.quarantine_table, args.quarantined)
         catalog = load_wap_catalog(settings)
-        tables = ensure_tables(catalog)
+        tables = create_tables(catalog)
         with DagsterInstance.get() as instance:
             batch_ids, _ = register_batches(instance, settings, LandingCursor())
             if len(batch_ids) != 1:
@@ -687,7 +687,7 @@ def growth_series(args, root: Path) -> dict:
 
     from wap_pipeline import aws
     from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import create_tables
     from wap_pipeline.ingest.landing import LandingCursor
     from wap_pipeline.provision import provision
     from wap_pipeline.settings import Settings
@@ -699,7 +699,7 @@ def growth_series(args, root: Path) -> dict:
         provision(settings)
         ensure_dagster_home(settings)
         load_quarantine(aws.client("dynamodb", settings), settings.quarantine_table, args.growth_quarantined)
-        ensure_tables(load_wap_catalog(settings))
+        create_tables(load_wap_catalog(settings))
         s3 = aws.client("s3", settings)
         cursor = LandingCursor()
         with DagsterInstance.get() as instance:

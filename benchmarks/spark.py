@@ -107,7 +107,7 @@ def one_size(events: int, quarantined: int, root: Path) -> dict:
     from wap_pipeline import aws
     from wap_pipeline.engines import spark as spark_engine
     from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import create_tables
     from wap_pipeline.ingest.landing import LandingCursor
     from wap_pipeline.provision import provision
     from wap_pipeline.settings import Settings
@@ -126,7 +126,7 @@ def one_size(events: int, quarantined: int, root: Path) -> dict:
                 land_and_measure_floor, name, events, quarantined, root
             ).result()
         bench.load_quarantine(aws.client("dynamodb", settings), settings.quarantine_table, quarantined)
-        tables = ensure_tables(load_wap_catalog(settings))
+        tables = create_tables(load_wap_catalog(settings))
         session = spark_engine.spark_session(settings)  # this catalog's session on the running context
         context = session.sparkContext
         ui, app_id = context.uiWebUrl, context.applicationId

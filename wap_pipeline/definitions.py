@@ -1,6 +1,13 @@
-"""The only module that knows every piece: assets, checks, jobs, sensors, resources."""
+"""The only module that knows every piece: assets, checks, jobs, sensors, resources.
 
-from dagster import Definitions
+``defs`` is loaded by Dagster in each process that needs it (webserver, daemon, every run), and wires
+the resources from the settings of that process's environment (``WAP_PROFILE`` and the ``WAP_*``
+variables, :class:`~wap_pipeline.settings.Settings`): the profile picks the endpoints and credentials,
+the values show in the UI as the ``settings`` resource's configuration. Tests wire their own with
+:func:`resources_for`.
+"""
+
+from dagster import ConfigurableResource, Definitions, definitions
 
 from wap_pipeline.assets.curated import (
     curated_events,
@@ -31,37 +38,50 @@ from wap_pipeline.resources import (
     EngineResource,
     IcebergCatalogResource,
     QuarantineResource,
+    settings_resource,
 )
 from wap_pipeline.sensors import alerts_sensor, landing_sensor, sqs_sensor
+from wap_pipeline.settings import Settings
 
-RESOURCES = {
-    "aws": AwsResource(),
-    "catalog": IcebergCatalogResource(),
-    "breaker": CircuitBreakerResource(),
-    "quarantine": QuarantineResource(),
-    "engine": EngineResource(),
-}
+ASSETS = [
+    raw_events,
+    standardized_events,
+    curated_events,
+    curated_daily_totals,
+    dlq_depth,
+    circuit_breaker_state,
+    quarantine_size,
+]
+ASSET_CHECKS = [
+    curated_keys_unique,
+    curated_row_accounting,
+    curated_freshness,
+    landed_files_reconciled,
+    messages_reconciled,
+    firehose_error_output_reingested,
+]
 
-defs = Definitions(
-    assets=[
-        raw_events,
-        standardized_events,
-        curated_events,
-        curated_daily_totals,
-        dlq_depth,
-        circuit_breaker_state,
-        quarantine_size,
-    ],
-    asset_checks=[
-        curated_keys_unique,
-        curated_row_accounting,
-        curated_freshness,
-        landed_files_reconciled,
-        messages_reconciled,
-        firehose_error_output_reingested,
-    ],
-    jobs=[ingest_job, pipeline_job, maintenance_job, operations_job],
-    schedules=[maintenance_schedule, operations_schedule],
-    sensors=[sqs_sensor, landing_sensor, alerts_sensor],
-    resources=RESOURCES,
-)
+
+def resources_for(settings: Settings) -> dict[str, ConfigurableResource]:
+    """Every resource, built from one settings resource: the one place where the system is wired."""
+    config = settings_resource(settings)
+    return {
+        "settings": config,
+        "aws": AwsResource(config=config),
+        "catalog": IcebergCatalogResource(config=config),
+        "breaker": CircuitBreakerResource(config=config),
+        "quarantine": QuarantineResource(config=config),
+        "engine": EngineResource(config=config),
+    }
+
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=[ingest_job, pipeline_job, maintenance_job, operations_job],
+        schedules=[maintenance_schedule, operations_schedule],
+        sensors=[sqs_sensor, landing_sensor, alerts_sensor],
+        resources=resources_for(Settings.from_env()),
+    )

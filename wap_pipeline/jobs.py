@@ -14,7 +14,6 @@ from dagster import (
     op,
 )
 
-from wap_pipeline.assets.common import transient_retry_policy
 from wap_pipeline.assets.curated import CURATED_KEY, curated_freshness
 from wap_pipeline.assets.daily_totals import DAILY_TOTALS_KEY
 from wap_pipeline.assets.operations import BREAKER_KEY, DLQ_KEY, QUARANTINE_KEY
@@ -32,6 +31,7 @@ from wap_pipeline.operations.actions import Operator
 from wap_pipeline.operations.maintenance import LAYERS, maintain
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, IcebergCatalogResource
+from wap_pipeline.retry_policy import transient_retry_policy
 
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"

@@ -11,6 +11,8 @@ import json
 from botocore.exceptions import ClientError
 
 from wap_pipeline import aws
+from wap_pipeline.iceberg.catalog import load_wap_catalog
+from wap_pipeline.iceberg.schemas import create_tables
 from wap_pipeline.settings import Settings
 
 
@@ -158,6 +160,7 @@ def provision(settings: Settings) -> dict[str, str]:
     _ensure_table(dynamodb, settings.replay_grants_table, "token")
     topic_arn = _ensure_alerts_topic(aws.client("sns", settings), sqs, settings)
     _ensure_table(dynamodb, settings.writer_lease_table, "resource")
+    tables = create_tables(load_wap_catalog(settings))
     return {
         "queue": source_url,
         "dlq": dlq_url,
@@ -171,4 +174,5 @@ def provision(settings: Settings) -> dict[str, str]:
         "replay_grants_table": settings.replay_grants_table,
         "alerts_topic": topic_arn,
         "writer_lease_table": settings.writer_lease_table,
+        **{f"{layer}_table": ".".join(table.name()) for layer, table in tables.items()},
     }

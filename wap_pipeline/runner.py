@@ -36,11 +36,12 @@ from dagster._core.remote_origin import (
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_run_id
 
-from wap_pipeline.definitions import RESOURCES, defs
+from wap_pipeline.definitions import defs, resources_for
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.jobs import OPERATIONS_JOB, PIPELINE_JOB
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.sensors import alerts_sensor, landing_sensor, sqs_sensor
+from wap_pipeline.settings import Settings
 
 CODE_LOCATION = "wap_pipeline"
 DEFINITIONS_MODULE = "wap_pipeline.definitions"
@@ -268,14 +269,16 @@ def rerun(
 def _evaluate(instance: DagsterInstance, sensor_def: SensorDefinition):
     key = _CURSOR_KEY.format(sensor_def.name)
     cursor = instance.run_storage.get_cursor_values({key}).get(key)
-    context = build_sensor_context(
-        instance=instance,
-        instance_ref=instance.get_ref(),
-        cursor=cursor,
-        definitions=defs,
-        resources=RESOURCES,
-    )
-    with partition_loading_context(dynamic_partitions_store=instance):
+    with (
+        build_sensor_context(
+            instance=instance,
+            instance_ref=instance.get_ref(),
+            cursor=cursor,
+            definitions=defs(),
+            resources=resources_for(Settings.from_env()),
+        ) as context,
+        partition_loading_context(dynamic_partitions_store=instance),
+    ):
         data = sensor_def.evaluate_tick(context)
     return key, data
 
@@ -334,7 +337,7 @@ def run_until_idle(
     and ``producer_active()`` says no more messages are coming."""
     report = RunnerReport()
     deadline = time.monotonic() + timeout_s
-    aws = RESOURCES["aws"]
+    aws = resources_for(Settings.from_env())["aws"]
     while time.monotonic() < deadline:
         report.rounds += 1
         launched = run_sensor_once(instance, sqs_sensor, report, log, log_level)

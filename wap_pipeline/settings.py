@@ -5,8 +5,9 @@ Two profiles, chosen by ``WAP_PROFILE``:
 * ``local`` (default): every AWS client points at the local server on 127.0.0.1 (port
   ``WAP_LOCAL_PORT``, default 4566) with dummy credentials. ``AWS_ENDPOINT_URL`` still wins when set,
   so tests can put the fault proxy in between.
-* ``aws``: boto3's standard resolution (``AWS_ENDPOINT_URL``, ``AWS_REGION``, the credentials chain).
-  No endpoint or credential is hard-coded for this profile.
+* ``aws``: boto3's standard resolution (``AWS_ENDPOINT_URL``, the credentials chain); the region is
+  ``WAP_REGION``, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``. No endpoint or credential is hard-coded
+  for this profile.
 
 Resource names are settings with defaults; each reads ``WAP_<NAME>`` (e.g. ``WAP_QUEUE_NAME``).
 """
@@ -128,6 +129,11 @@ class Settings:
                 values[f.name] = convert(raw)
             except ValueError as error:
                 raise ValueError(f"WAP_{f.name.upper()}={raw!r} is not a valid {f.type}") from error
+        if values.get("profile") == "aws" and "region" not in values:
+            # The region boto3 itself would use: every client is given one explicitly.
+            region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            if region:
+                values["region"] = region
         settings = cls(**values)
         if settings.profile not in ("local", "aws"):
             raise ValueError(f"WAP_PROFILE must be 'local' or 'aws', not {settings.profile!r}")

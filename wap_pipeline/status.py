@@ -35,7 +35,7 @@ from pyiceberg.table import Table
 from wap_pipeline import aws
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import load_tables
 from wap_pipeline.ingest import reconcile
 from wap_pipeline.ingest import sqs as sqs_calls
 from wap_pipeline.ingest.landing import list_objects
@@ -231,7 +231,7 @@ def quarantined_in_curated(curated: Table, ids: set[str]) -> int:
 
 def collect(settings: Settings, now: datetime | None = None) -> Status:
     now = now or datetime.now(UTC)
-    tables = ensure_tables(load_wap_catalog(settings))
+    tables = load_tables(load_wap_catalog(settings))
     sqs = aws.client("sqs", settings)
     visible, in_flight = sqs_calls.depth(sqs, queue_url(sqs, settings.queue_name))
     dlq_visible, dlq_in_flight = sqs_calls.depth(sqs, queue_url(sqs, settings.dlq_name))

@@ -10,7 +10,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 
 from wap_pipeline.iceberg import wap
-from wap_pipeline.iceberg.schemas import RAW_SCHEMA, ensure_tables
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA, create_tables
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 
@@ -61,7 +61,7 @@ def publish(table, batch_id: str, n: int, known: list[str] | None = None) -> str
 
 def full_cycle(catalog: Catalog) -> None:
     """Branch, write, audit-read, fast-forward, bookmark; main untouched until publish."""
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     branch = wap.next_branch_name(table, "b1")
     assert branch == "audit_batch_b1"
     wap.create_branch_from_main(table, branch)
@@ -85,7 +85,7 @@ def full_cycle(catalog: Catalog) -> None:
 
 def refuses_when_main_moved(catalog: Catalog) -> None:
     """Another writer publishes between our branch creation and our publish: refuse, lose nothing."""
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     publish(table, "b1", 2)
     ours = wap.next_branch_name(table, "b2")
     wap.create_branch_from_main(table, ours)
@@ -114,7 +114,7 @@ def refuses_when_main_moved(catalog: Catalog) -> None:
 
 def stale_handle_cannot_discard_a_concurrent_commit(catalog: Catalog) -> None:
     """Even past the ancestry check, the ref update carries the compare-and-swap on main."""
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     publish(table, "b1", 1)
     branch = wap.next_branch_name(table, "b2")
     wap.create_branch_from_main(table, branch)

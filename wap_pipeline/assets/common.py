@@ -1,26 +1,14 @@
-"""What every step does around its own work: retry transient errors, fail fast on a RED breaker,
-trip the breaker when it finally fails."""
+"""What every step does around its own work: fail fast on a RED breaker, trip the breaker when it
+finally fails (after the retries of :mod:`wap_pipeline.retry_policy`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import AssetExecutionContext, Backoff, Failure, Jitter, RetryPolicy, RetryRequested
+from dagster import AssetExecutionContext, Failure, RetryRequested
 
 from wap_pipeline.resources.breaker import CircuitBreakerResource
-from wap_pipeline.settings import Settings
-
-
-def transient_retry_policy() -> RetryPolicy:
-    """Retry a failed step with exponential backoff; a `Failure(allow_retries=False)` is never retried."""
-    settings = Settings.from_env()
-    return RetryPolicy(
-        max_retries=settings.step_retries,
-        delay=settings.step_retry_delay_s,
-        backoff=Backoff.EXPONENTIAL,
-        jitter=Jitter.PLUS_MINUS,
-    )
 
 
 def _will_be_retried(context: AssetExecutionContext, error: Exception) -> bool:

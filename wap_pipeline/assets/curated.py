@@ -30,7 +30,7 @@ from dagster import (
 )
 from pyiceberg.table import Table
 
-from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
+from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.engines import MergeSummary
 from wap_pipeline.hooks import fault_point
@@ -38,8 +38,8 @@ from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
+from wap_pipeline.retry_policy import transient_retry_policy
 from wap_pipeline.rules.curated import KEY, DedupWindow, duplicate_keys
-from wap_pipeline.settings import Settings
 
 CURATED_KEY = AssetKey(["curated", "events"])
 UNIQUE_CHECK = "keys_unique_in_window"
@@ -128,12 +128,12 @@ def curated_events(
             table,
             batch_id,
             curated_at,
-            Settings.from_env().curated_dedup_window_days,
+            aws.settings().curated_dedup_window_days,
             properties,
         )
         touched = summary.touched_days
         fault_point("curated.after_commit")
-        compacted = io.compact_days(table, touched, Settings.from_env().curated_compact_min_files)
+        compacted = io.compact_days(table, touched, aws.settings().curated_compact_min_files)
         if compacted.days:
             context.log.info(
                 f"compacted curated days {[d.isoformat() for d in compacted.days]}: "
@@ -298,7 +298,7 @@ def curated_freshness(
         snapshot = wap.published_snapshot(standardized, pending[0])
         oldest_lag_s = max(0.0, (now_ms - snapshot.timestamp_ms) / 1000) if snapshot else 0.0
     head = curated.current_snapshot()
-    max_lag_s = Settings.from_env().curated_max_lag_minutes * 60
+    max_lag_s = aws.settings().curated_max_lag_minutes * 60
     return AssetCheckResult(
         passed=oldest_lag_s <= max_lag_s,
         severity=AssetCheckSeverity.WARN,

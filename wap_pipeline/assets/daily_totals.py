@@ -17,12 +17,13 @@ import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
 from pyiceberg.expressions import In
 
-from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
+from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.curated import CURATED_KEY, TOUCHED_DAYS, curated_commit_summary
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.retry_policy import transient_retry_policy
 from wap_pipeline.rules.curated import EVENT_TIME, daily_totals, days_window
 
 DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])

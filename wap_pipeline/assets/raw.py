@@ -15,7 +15,7 @@ from dagster import (
     asset_check,
 )
 
-from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
+from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA
@@ -29,6 +29,7 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
+from wap_pipeline.retry_policy import transient_retry_policy
 from wap_pipeline.rules.envelope import raw_table
 
 RAW_KEY = AssetKey(["raw", "events"])

@@ -32,7 +32,7 @@ from dagster import (
     asset,
 )
 
-from wap_pipeline.assets.common import guarded_by_breaker, transient_retry_policy
+from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.raw import RAW_KEY
 from wap_pipeline.engines import Standardization
 from wap_pipeline.hooks import fault_point
@@ -46,9 +46,9 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
+from wap_pipeline.retry_policy import transient_retry_policy
 from wap_pipeline.rules.audit import AuditResult
 from wap_pipeline.rules.standardize import SchemaMismatchError
-from wap_pipeline.settings import Settings
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
 AUDIT_CHECK = "audit"
@@ -202,7 +202,7 @@ def standardized_events(
         audit = io.audit_batch(table, branch, batch_id)
         metadata = _audit_metadata(audit, branch, batch_id, reference, written.unauthorized_replays)
         fault_point("standardized.after_audit")
-        retention_ms = Settings.from_env().abandoned_branch_retention_ms
+        retention_ms = aws.settings().abandoned_branch_retention_ms
         if not audit.passed:
             wap.abandon_branch(table, branch, f"audit failed: {audit.invalid_rows} invalid", retention_ms)
             yield AssetCheckResult(

@@ -282,10 +282,10 @@ def maintain(older_than: str, dry_run: bool, as_json: bool, reason: str) -> None
 
     from wap_pipeline.iceberg.catalog import load_wap_catalog
     from wap_pipeline.iceberg.lease import writing_to
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import load_tables
     from wap_pipeline.operations.maintenance import LAYERS
     from wap_pipeline.operations.maintenance import maintain as do_maintain
-    from wap_pipeline.resources.aws import AwsResource
+    from wap_pipeline.resources import AwsResource, settings_resource
 
     settings = _settings()
     scope = {"older_than": older_than, "dry_run": dry_run}
@@ -295,8 +295,8 @@ def maintain(older_than: str, dry_run: bool, as_json: bool, reason: str) -> None
     )
     with _operator().acting("tables.maintain", "all tables", reason, scope) as outcome, leased as held:
         report = do_maintain(
-            held or ensure_tables(load_wap_catalog(settings)),
-            AwsResource().batch_ids_after,
+            held or load_tables(load_wap_catalog(settings)),
+            AwsResource(config=settings_resource(settings)).batch_ids_after,
             datetime.now(UTC),
             older_than=parse_duration(older_than),
             dry_run=dry_run,
@@ -443,9 +443,9 @@ def branches_list() -> None:
 
     from wap_pipeline.iceberg import wap
     from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import load_tables
 
-    table = ensure_tables(load_wap_catalog(_settings()))["standardized"]
+    table = load_tables(load_wap_catalog(_settings()))["standardized"]
     on_main = {s.snapshot_id for s in wap.history(table.metadata, table.current_snapshot())}
     for name, ref in sorted(table.metadata.refs.items()):
         if not name.startswith(wap.BRANCH_PREFIX):
@@ -499,9 +499,9 @@ _COLUMN_TYPES = {
 def schema_show() -> None:
     """Print the schemas of the three tables."""
     from wap_pipeline.iceberg.catalog import load_wap_catalog
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import load_tables
 
-    for layer, table in ensure_tables(load_wap_catalog(_settings())).items():
+    for layer, table in load_tables(load_wap_catalog(_settings())).items():
         click.echo(f"{layer}: {table.schema()}")
 
 

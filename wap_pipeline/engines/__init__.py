@@ -44,7 +44,6 @@ catalog metadata and stays in :mod:`wap_pipeline.iceberg.wap` for both engines.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -58,7 +57,7 @@ from wap_pipeline.iceberg.compaction import CompactionResult
 from wap_pipeline.rules.audit import AuditResult, tag_invalid
 from wap_pipeline.rules.curated import DedupWindow, MergePlan
 from wap_pipeline.rules.standardize import Grants, StandardizeResult, standardize
-from wap_pipeline.settings import ENGINES, Settings
+from wap_pipeline.settings import ENGINES
 
 
 @dataclass(frozen=True)
@@ -171,12 +170,8 @@ class Engine(Protocol):
         ...
 
 
-def resolve_engine(configured: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """``WAP_ENGINE`` when set, else the resource's configured engine, else the default (arrow)."""
-    env = os.environ if environ is None else environ
-    if env.get("WAP_ENGINE"):
-        return Settings.from_env(env).engine
-    name = configured or Settings.engine
+def resolve_engine(name: str) -> str:
+    """``name``, checked: an engine this project has."""
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
     return name

@@ -26,13 +26,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.update import AddSnapshotUpdate, TableRequirement, TableUpdate
 
 from wap_pipeline import aws
 from wap_pipeline.iceberg.catalog import load_wap_catalog
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import load_tables
 from wap_pipeline.settings import Settings
 
 WRITER_TOKEN_PROPERTY = "wap.writer-token"
@@ -329,11 +330,14 @@ def writing(
 
 
 @contextmanager
-def writing_to(settings: Settings, purpose: str, *layers: str) -> Iterator[Mapping[str, Table]]:
-    """Every table by layer (:func:`ensure_tables`), holding the writer lease of ``layers``, with the
-    lease table, expiry and wait of ``settings``; the holder is this process, doing ``purpose``."""
+def writing_to(
+    settings: Settings, purpose: str, *layers: str, catalog: Catalog | None = None
+) -> Iterator[Mapping[str, Table]]:
+    """Every table by layer (:func:`load_tables`, of ``catalog`` or the settings' catalog), holding the
+    writer lease of ``layers``, with the lease table, expiry and wait of ``settings``; the holder is
+    this process, doing ``purpose``."""
     leases = Leases(aws.client("dynamodb", settings), settings.writer_lease_table)
-    tables = ensure_tables(load_wap_catalog(settings))
+    tables = load_tables(catalog or load_wap_catalog(settings))
     with writing(
         tables,
         layers,

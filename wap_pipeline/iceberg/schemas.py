@@ -11,7 +11,12 @@ from __future__ import annotations
 import contextlib
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -181,8 +186,21 @@ def _ensure(
     return table
 
 
-def ensure_tables(catalog: Catalog) -> dict[str, Table]:
-    """Create the namespaces and tables when missing; return them by layer."""
+TABLES = {
+    "raw": RAW_TABLE,
+    "standardized": STANDARDIZED_TABLE,
+    "curated": CURATED_TABLE,
+    "daily_totals": DAILY_TOTALS_TABLE,
+}
+
+
+class TablesNotProvisionedError(RuntimeError):
+    """A table of the pipeline does not exist: ``wap-pipeline provision`` creates them."""
+
+
+def create_tables(catalog: Catalog) -> dict[str, Table]:
+    """Create the namespaces and tables when missing, and bring an older table's properties and
+    columns up to date; return them by layer. Only provisioning runs this DDL."""
     return {
         "raw": _ensure(catalog, RAW_TABLE, RAW_SCHEMA, _by_batch(RAW_SCHEMA)),
         "standardized": _ensure(
@@ -191,6 +209,20 @@ def ensure_tables(catalog: Catalog) -> dict[str, Table]:
         "curated": _ensure(catalog, CURATED_TABLE, CURATED_SCHEMA, _by_event_day(CURATED_SCHEMA)),
         "daily_totals": _ensure(catalog, DAILY_TOTALS_TABLE, DAILY_TOTALS_SCHEMA, None),
     }
+
+
+def load_tables(catalog: Catalog) -> dict[str, Table]:
+    """The pipeline's tables by layer, as provisioned; a missing one is a clear error, never created here."""
+    tables = {}
+    for layer, identifier in TABLES.items():
+        try:
+            tables[layer] = catalog.load_table(identifier)
+        except (NoSuchTableError, NoSuchNamespaceError) as error:
+            raise TablesNotProvisionedError(
+                f"Iceberg table {'.'.join(identifier)} does not exist in catalog {catalog.name!r}: "
+                "run `wap-pipeline provision` (it creates the tables, and upgrades older ones)"
+            ) from error
+    return tables
 
 
 def payload_fields(table_schema: Schema) -> dict[str, object]:

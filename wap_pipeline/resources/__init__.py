@@ -5,6 +5,7 @@ from wap_pipeline.resources.breaker import CircuitBreakerResource
 from wap_pipeline.resources.catalog import IcebergCatalogResource
 from wap_pipeline.resources.engine import EngineResource
 from wap_pipeline.resources.quarantine import QuarantineResource
+from wap_pipeline.resources.settings import SettingsResource, settings_resource
 
 __all__ = [
     "AwsResource",
@@ -12,4 +13,6 @@ __all__ = [
     "EngineResource",
     "IcebergCatalogResource",
     "QuarantineResource",
+    "SettingsResource",
+    "settings_resource",
 ]

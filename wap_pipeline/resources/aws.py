@@ -1,23 +1,33 @@
-"""AWS clients for assets and sensors, built from the project settings."""
+"""AWS clients for assets and sensors, built from the settings resource, once per resource instance
+(Dagster builds the resources once per run, and once per sensor evaluation)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import ConfigurableResource
+from pydantic import PrivateAttr
 
 from wap_pipeline import aws
 from wap_pipeline.ingest.landing import batch_ids_after
 from wap_pipeline.provision import queue_url
+from wap_pipeline.resources.settings import SettingsResource
 from wap_pipeline.settings import Settings
 
 
 class AwsResource(ConfigurableResource):
-    """Settings come from the environment (``WAP_PROFILE``, ``WAP_*`` names, ``AWS_*``)."""
+    config: SettingsResource
+
+    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def settings(self) -> Settings:
-        return Settings.from_env()
+        return self.config.settings()
 
     def client(self, service: str):
-        return aws.client(service, self.settings())
+        """This resource's client of ``service``, made on first use (boto3 clients are thread-safe)."""
+        if service not in self._clients:
+            self._clients[service] = aws.client(service, self.settings())
+        return self._clients[service]
 
     def queue_url(self, name: str | None = None) -> str:
         return queue_url(self.client("sqs"), name or self.settings().queue_name)

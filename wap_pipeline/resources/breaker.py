@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from dagster import ConfigurableResource, Failure, MetadataValue
+from pydantic import PrivateAttr
 
 from wap_pipeline import aws
-from wap_pipeline.settings import Settings
+from wap_pipeline.resources.settings import SettingsResource
 
 GREEN = "GREEN"
 RED = "RED"
@@ -149,13 +150,20 @@ def breaker_failure(state: BreakerState) -> Failure:
 class CircuitBreakerResource(ConfigurableResource):
     """The breaker of ``pipeline`` (default: the settings' pipeline name)."""
 
+    config: SettingsResource
     pipeline: str | None = None
 
+    _breaker: CircuitBreaker | None = PrivateAttr(default=None)
+
     def breaker(self) -> CircuitBreaker:
-        settings = Settings.from_env()
-        return CircuitBreaker(
-            aws.client("dynamodb", settings), settings.breaker_table, self.pipeline or settings.pipeline_name
-        )
+        if self._breaker is None:
+            settings = self.config.settings()
+            self._breaker = CircuitBreaker(
+                aws.client("dynamodb", settings),
+                settings.breaker_table,
+                self.pipeline or settings.pipeline_name,
+            )
+        return self._breaker
 
     def ensure_green(self) -> None:
         """Raise the fail-fast Failure when RED. Call it first thing, before reading any input."""

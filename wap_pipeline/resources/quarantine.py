@@ -11,13 +11,15 @@ from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import ConfigurableResource
+from pydantic import PrivateAttr
 
 from wap_pipeline import aws
 from wap_pipeline.resources.breaker import operator_name
 from wap_pipeline.resources.replay_grants import ReplayGrants
-from wap_pipeline.settings import Settings
+from wap_pipeline.resources.settings import SettingsResource
 
 
 @dataclass(frozen=True)
@@ -109,14 +111,21 @@ class QuarantineRead(Collection[str]):
 
 
 class QuarantineResource(ConfigurableResource):
+    config: SettingsResource
+
+    _dynamodb: Any = PrivateAttr(default=None)
+
+    def _client(self):
+        if self._dynamodb is None:
+            self._dynamodb = aws.client("dynamodb", self.config.settings())
+        return self._dynamodb
+
     def quarantine(self) -> Quarantine:
-        settings = Settings.from_env()
-        return Quarantine(aws.client("dynamodb", settings), settings.quarantine_table)
+        return Quarantine(self._client(), self.config.settings().quarantine_table)
 
     def replay_grants(self) -> ReplayGrants:
         """data-patcher's replay grants: which replays may bypass the quarantine."""
-        settings = Settings.from_env()
-        return ReplayGrants(aws.client("dynamodb", settings), settings.replay_grants_table)
+        return ReplayGrants(self._client(), self.config.settings().replay_grants_table)
 
     def read_in_background(self) -> QuarantineRead:
         """Start reading every quarantined id now; the result is a collection of them."""

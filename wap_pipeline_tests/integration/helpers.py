@@ -9,7 +9,7 @@ import orjson
 
 from wap_pipeline import aws
 from wap_pipeline.iceberg.catalog import load_wap_catalog
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import load_tables
 from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import BreakerState, CircuitBreaker
@@ -43,7 +43,7 @@ def dlq_messages(settings: Settings) -> list:
 
 
 def tables(settings: Settings) -> dict:
-    return ensure_tables(load_wap_catalog(settings))
+    return load_tables(load_wap_catalog(settings))
 
 
 def curated_key_counts(settings: Settings) -> Counter:

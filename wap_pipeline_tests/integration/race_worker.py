@@ -17,8 +17,9 @@ from dagster import DagsterInstance, materialize
 from wap_pipeline.assets.curated import curated_events
 from wap_pipeline.assets.raw import raw_events
 from wap_pipeline.assets.standardized import standardized_events
-from wap_pipeline.definitions import RESOURCES
+from wap_pipeline.definitions import resources_for
 from wap_pipeline.partitions import landing_batches
+from wap_pipeline.settings import Settings
 
 
 def wait_for_everyone(barrier: Path, name: str, writers: int) -> None:
@@ -43,7 +44,7 @@ def main(barrier_dir: str, name: str, writers: str, *rounds: str) -> int:
                     [raw_events, standardized_events, curated_events],
                     partition_key=batch,
                     instance=instance,
-                    resources=RESOURCES,
+                    resources=resources_for(Settings.from_env()),
                     raise_on_error=False,
                 )
                 if not result.success:

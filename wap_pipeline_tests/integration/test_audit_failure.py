@@ -10,7 +10,7 @@ from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import load_tables
 from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import CircuitBreaker
@@ -34,7 +34,7 @@ def test_failed_audit_blocks_publish_and_trips_the_breaker(stack):
     result = run_cli("run", "--until-idle", check=False)
     assert result.returncode == 1, result.stdout + result.stderr
 
-    tables = ensure_tables(load_wap_catalog(stack))
+    tables = load_tables(load_wap_catalog(stack))
     standardized = tables["standardized"]
     assert wap.published_batches(standardized) == []
     assert wap.bookmark(standardized) is None
@@ -103,5 +103,5 @@ def test_a_batch_re_audited_days_later_gets_the_same_verdict(stack):
     for name in ("rows", "invalid_rows", "invalid_by_rule", "sample_invalid_ids", "reference_time"):
         assert later.metadata[name].value == first.metadata[name].value, name
     assert later.passed is False
-    standardized = ensure_tables(load_wap_catalog(stack))["standardized"]
+    standardized = load_tables(load_wap_catalog(stack))["standardized"]
     assert wap.published_batches(standardized) == []

@@ -10,7 +10,7 @@ from dagster import DagsterInstance
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import load_tables
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests.integration.cli import run_cli
 
@@ -44,7 +44,7 @@ def test_every_sent_event_is_in_curated_exactly_once(stack):
     assert status["identity_holds"] is True
     assert status["files_landed"] >= 1
 
-    tables = ensure_tables(load_wap_catalog(Settings.from_env()))
+    tables = load_tables(load_wap_catalog(Settings.from_env()))
     curated_keys = tables["curated"].scan(selected_fields=("idempotency_key",)).to_arrow()["idempotency_key"]
     counts = Counter(curated_keys.to_pylist())
     assert set(counts) == set(sent_keys())

@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from wap_pipeline import aws
-from wap_pipeline.definitions import RESOURCES
+from wap_pipeline.definitions import resources_for
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.ingest.landing import batch_ids_after
@@ -76,7 +76,8 @@ def test_a_tick_that_died_after_registering_its_batch_strands_nothing(stack):
     land_file(stack, [orjson.dumps(e).decode() for e in make_events(25, seed=21)])
     ensure_dagster_home(stack)
     with DagsterInstance.get() as instance:
-        result = landing_sensor(build_sensor_context(instance=instance, resources=RESOURCES))
+        with build_sensor_context(instance=instance, resources=resources_for(stack)) as context:
+            result = landing_sensor(context)
         [batch] = [request.partition_key for request in result.run_requests]
         instance.add_dynamic_partitions("landing_batches", [batch])  # ... and the process dies here
 

@@ -20,12 +20,12 @@ from dagster import DagsterInstance, materialize
 from wap_pipeline import aws
 from wap_pipeline.assets.curated import curated_events
 from wap_pipeline.assets.standardized import AUDIT_CHECK, standardized_events
-from wap_pipeline.definitions import RESOURCES
+from wap_pipeline.definitions import resources_for
 from wap_pipeline.engines.spark import SparkEngine
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import lease, wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
-from wap_pipeline.iceberg.schemas import RAW_SCHEMA, ensure_tables
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA, create_tables
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import EngineResource
 from wap_pipeline.resources.breaker import CircuitBreaker
@@ -143,7 +143,7 @@ def use_catalog(stack, tmp_path, monkeypatch):
 def land(settings: Settings, batch_id: str, data: bytes) -> None:
     """What raw/events does for a batch: every line as it came, bookmark and landing time in the
     snapshot summary, at the module's one landing time."""
-    raw = ensure_tables(load_wap_catalog(settings))["raw"]
+    raw = create_tables(load_wap_catalog(settings))["raw"]
     rows = raw_rows(data, f"landing/{batch_id}.ndjson", batch_id, landed_at())
     raw.append(
         pa.Table.from_pylist(rows, schema=RAW_SCHEMA.as_arrow()),
@@ -157,13 +157,14 @@ def land(settings: Settings, batch_id: str, data: bytes) -> None:
 
 def process(engine: str, batch_id: str):
     """Materialize standardized then curated for one batch with the given engine, in-process."""
+    resources = resources_for(Settings.from_env())
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(landing_batches.name, [batch_id])
         return materialize(
             [standardized_events, curated_events],
             partition_key=batch_id,
             instance=instance,
-            resources={**RESOURCES, "engine": EngineResource(engine=engine)},
+            resources={**resources, "engine": EngineResource(config=resources["settings"], engine=engine)},
             raise_on_error=False,
         )
 
@@ -190,7 +191,7 @@ def run_engine(use_catalog, engine: str) -> dict:
         land(settings, batch_id, data)
         result = process(engine, batch_id)
         outcomes[batch_id] = {"success": result.success, "audit": audit_outcome(result)}
-    tables = ensure_tables(load_wap_catalog(settings))
+    tables = create_tables(load_wap_catalog(settings))
     standardized, curated = tables["standardized"], tables["curated"]
     failed_branch = wap.branch_name("b3")
     standardized.refresh()
@@ -273,7 +274,7 @@ def test_batches_published_by_one_engine_are_read_by_the_other(use_catalog, spar
         land(settings, batch_id, data[batch_id])
         assert process(engine, batch_id).success
 
-    tables = ensure_tables(load_wap_catalog(settings))
+    tables = create_tables(load_wap_catalog(settings))
     standardized, curated = tables["standardized"], tables["curated"]
     # PyIceberg reads what Spark published (b1) and merged into (b2 superseded b1's keys in curated).
     assert wap.published_batches(standardized) == ["b1", "b2"]
@@ -302,7 +303,7 @@ def test_batches_published_by_one_engine_are_read_by_the_other(use_catalog, spar
 
 def test_spark_fast_forward_refuses_when_main_moved(use_catalog, spark_engine_runtime):
     settings = use_catalog("refuse")
-    raw = ensure_tables(load_wap_catalog(settings))["raw"]
+    raw = create_tables(load_wap_catalog(settings))["raw"]
     engine = SparkEngine.from_settings(settings)
     ours = wap.branch_name("b1")
     engine.write_new_branch(raw, ours, [raw_batch("b1", 4)], lambda: {wap.BATCH_ID_PROPERTY: "b1"})
@@ -334,7 +335,7 @@ def test_engines_share_a_postgresql_catalog(
         land(settings, batch_id, data[batch_id])
         assert process(engine, batch_id).success is (batch_id != "b3")
 
-    tables = ensure_tables(load_wap_catalog(settings))
+    tables = create_tables(load_wap_catalog(settings))
     standardized, curated = tables["standardized"], tables["curated"]
     assert wap.published_batches(standardized) == ["b1", "b2"]
     assert wap.bookmark(standardized) == {"batch_id": "b2", "bookmark": "landing/b2"}
@@ -349,7 +350,7 @@ def test_spark_compaction_rewrites_a_day_without_changing_rows(use_catalog, spar
     from wap_pipeline.iceberg.compaction import small_files_by_day
 
     settings = use_catalog("compact")
-    curated = ensure_tables(load_wap_catalog(settings))["curated"]
+    curated = create_tables(load_wap_catalog(settings))["curated"]
     when = datetime(2026, 10, 1, 12, tzinfo=UTC)
     for batch in range(1, 5):
         rows = [
@@ -395,7 +396,7 @@ def test_a_schema_mismatch_stops_the_batch_on_both_engines_alike(use_catalog, sp
         settings = use_catalog(f"mismatch_{engine}")
         land(settings, "b5", data)
         result = process(engine, "b5")
-        standardized = ensure_tables(load_wap_catalog(settings))["standardized"]
+        standardized = create_tables(load_wap_catalog(settings))["standardized"]
         standardized.refresh()
         outcomes[engine] = {
             "success": result.success,

@@ -14,6 +14,7 @@ from wap_pipeline import aws
 from wap_pipeline.iceberg import lease, wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
 from wap_pipeline.iceberg.schemas import RAW_TABLE
+from wap_pipeline.settings import Settings
 from wap_pipeline_tests.wap_cases import raw_batch
 
 pytestmark = pytest.mark.integration
@@ -141,9 +142,9 @@ def test_every_commit_records_the_token_and_a_stale_holder_is_refused(stack, lea
 
 
 def test_a_commit_under_a_lower_token_than_the_table_has_is_refused(stack, leases):
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.iceberg.schemas import load_tables
 
-    raw = ensure_tables(load_wap_catalog(stack))["raw"]
+    raw = load_tables(load_wap_catalog(stack))["raw"]
     raw.append(
         raw_batch("b0", 1),
         snapshot_properties={wap.BATCH_ID_PROPERTY: "b0", lease.WRITER_TOKEN_PROPERTY: "7"},
@@ -164,9 +165,6 @@ def test_a_commit_under_a_lower_token_than_the_table_has_is_refused(stack, lease
 
 
 def test_a_busy_table_is_waited_for(stack, leases):
-    from wap_pipeline.iceberg.schemas import ensure_tables
-
-    ensure_tables(load_wap_catalog(stack))
     first = hold(stack, leases, "first")
     first.__enter__()
     with pytest.raises(lease.LeaseBusyError), hold(stack, leases, "second", wait_s=0.3):
@@ -184,23 +182,25 @@ def test_the_maintenance_job_holds_the_lease_of_every_table(stack, leases, monke
     monkeypatch.setenv("WAP_ABANDONED_BRANCH_RETENTION_HOURS", "0")
     from dagster import DagsterInstance
 
-    from wap_pipeline.definitions import RESOURCES
-    from wap_pipeline.iceberg.schemas import ensure_tables
+    from wap_pipeline.definitions import resources_for
+    from wap_pipeline.iceberg.schemas import load_tables
     from wap_pipeline.jobs import maintenance_job
 
-    standardized = ensure_tables(load_wap_catalog(stack))["standardized"]
+    standardized = load_tables(load_wap_catalog(stack))["standardized"]
     wap.create_branch_from_main(standardized, "audit_batch_b1")
     wap.abandon_branch(standardized, "audit_batch_b1", "audit failed", retention_ms=0)
     resource = lease.resource_name(stack.catalog_name, standardized)
     busy = leases.acquire(resource, "elsewhere:1:another run", ttl_s=60)
     with DagsterInstance.ephemeral() as instance:
         refused = maintenance_job.execute_in_process(
-            instance=instance, resources=RESOURCES, raise_on_error=False
+            instance=instance, resources=resources_for(Settings.from_env()), raise_on_error=False
         )
         assert not refused.success, "a busy table is not written"
         assert "audit_batch_b1" in standardized.refresh().metadata.refs
         leases.release(busy)
-        assert maintenance_job.execute_in_process(instance=instance, resources=RESOURCES).success
+        assert maintenance_job.execute_in_process(
+            instance=instance, resources=resources_for(Settings.from_env())
+        ).success
     assert "audit_batch_b1" not in standardized.refresh().metadata.refs
     held = leases.current(resource)
     assert held.token == busy.token + 1 and held.expires_at_ms == 0, "taken once, then released"

@@ -4,7 +4,7 @@ import pytest
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.table import Table
 
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import create_tables
 
 
 @pytest.fixture
@@ -16,4 +16,4 @@ def catalog(tmp_path) -> Catalog:
 
 @pytest.fixture
 def curated(catalog: Catalog) -> Table:
-    return ensure_tables(catalog)["curated"]
+    return create_tables(catalog)["curated"]

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_load_in_process():
-    Definitions.validate_loadable(defs)
-    repository = defs.get_repository_def()
+    Definitions.validate_loadable(defs())
+    repository = defs().get_repository_def()
     assert {"standard_ingest", "table_maintenance", "observe_operations"} <= {
         job.name for job in repository.get_all_jobs()
     }

@@ -4,29 +4,27 @@ import pytest
 
 from wap_pipeline.engines import resolve_engine
 from wap_pipeline.engines.spark import base_spark_config, catalog_spark_config
-from wap_pipeline.resources import EngineResource
+from wap_pipeline.resources import EngineResource, settings_resource
 from wap_pipeline.settings import Settings
 
 
-def test_environment_overrides_resource_config_which_overrides_the_default():
-    assert resolve_engine(None, environ={}) == "arrow"
-    assert resolve_engine("spark", environ={}) == "spark"
-    assert resolve_engine("arrow", environ={"WAP_ENGINE": "spark"}) == "spark"
-    assert resolve_engine("spark", environ={"WAP_ENGINE": "arrow"}) == "arrow"
+def test_an_unknown_engine_is_refused_where_it_is_named():
+    assert resolve_engine("spark") == "spark"
     with pytest.raises(ValueError, match="WAP_ENGINE"):
-        resolve_engine(None, environ={"WAP_ENGINE": "flink"})
+        Settings.from_env({"WAP_ENGINE": "flink"})
     with pytest.raises(ValueError, match="engine must be one of"):
-        resolve_engine("flink", environ={})
+        resolve_engine("flink")
 
 
-def test_engine_resource_reads_the_environment(monkeypatch):
-    monkeypatch.delenv("WAP_ENGINE", raising=False)
-    assert EngineResource().name() == "arrow"
-    assert EngineResource(engine="spark").name() == "spark"
+def test_the_resources_engine_wins_over_the_settings_which_read_wap_engine(monkeypatch):
+    """WAP_ENGINE is read once, into the settings the code location is wired with; a resource's own
+    configuration (the launchpad's) wins over it, and the process environment does not (issue 16)."""
+    spark_settings = settings_resource(Settings.from_env({"WAP_ENGINE": "spark"}))
+    assert EngineResource(config=spark_settings).name() == "spark"
+    assert EngineResource(config=spark_settings, engine="arrow").get().name == "arrow"
     monkeypatch.setenv("WAP_ENGINE", "arrow")
-    assert EngineResource(engine="spark").name() == "arrow"
-    assert EngineResource(engine="spark").get().name == "arrow"
-    assert Settings.from_env({"WAP_ENGINE": "spark"}).engine == "spark"
+    assert EngineResource(config=spark_settings).name() == "spark"
+    assert EngineResource(config=settings_resource(Settings())).name() == "arrow"
 
 
 def test_sqlite_catalog_is_read_through_iceberg_jdbc(tmp_path):

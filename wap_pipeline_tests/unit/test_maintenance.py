@@ -7,7 +7,7 @@ from pathlib import Path
 from pyarrow.fs import FileSelector, FileType, LocalFileSystem
 
 from wap_pipeline.iceberg import maintenance, wap
-from wap_pipeline.iceberg.schemas import RAW_SCHEMA, ensure_tables
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA, create_tables
 from wap_pipeline.operations.maintenance import LAYERS, maintain
 from wap_pipeline_tests import wap_cases
 
@@ -19,7 +19,7 @@ def _far_future_ms() -> int:
 
 
 def test_expiry_keeps_the_head_the_ledger_carrier_and_every_branch_head(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     for batch in KNOWN:
         wap_cases.publish(table, batch, 2, KNOWN)
     for _ in range(2):  # other commits on top of the last batch: a compaction, another writer
@@ -37,7 +37,7 @@ def test_expiry_keeps_the_head_the_ledger_carrier_and_every_branch_head(catalog)
 
 
 def test_orphans_are_unreferenced_files_past_the_margin_and_deleting_them_loses_no_row(catalog, tmp_path):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     for batch in KNOWN:
         wap_cases.publish(table, batch, 3, KNOWN)
     maintenance.remove_branches(table, maintenance.published_branches(table))
@@ -74,7 +74,7 @@ def test_a_batch_the_next_layer_has_not_taken_holds_expiry_back(catalog):
 
 
 def test_a_table_without_a_ledger_gets_one_before_its_history_is_expired(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     for batch in ("b1", "b2"):
         wap_cases.publish(table, batch, 2)  # commits of a version that carried no ledger
     table.append(table.schema().as_arrow().empty_table(), snapshot_properties={"other.writer": "1"})
@@ -85,7 +85,7 @@ def test_a_table_without_a_ledger_gets_one_before_its_history_is_expired(catalog
 
 
 def test_a_table_with_only_empty_commits_has_no_orphans_and_can_be_expired(catalog):
-    table = ensure_tables(catalog)["curated"]
+    table = create_tables(catalog)["curated"]
     for _ in range(3):
         table.append(table.schema().as_arrow().empty_table(), snapshot_properties={"other.writer": "1"})
     assert maintenance.expire_snapshots(table, _far_future_ms())

@@ -6,7 +6,7 @@ import orjson
 import pyarrow as pa
 from pyiceberg.schema import Schema
 
-from wap_pipeline.iceberg.schemas import RAW_SCHEMA, RAW_TABLE, ensure_tables, top_level_columns
+from wap_pipeline.iceberg.schemas import RAW_SCHEMA, RAW_TABLE, create_tables, top_level_columns
 from wap_pipeline.rules.envelope import landing_line, raw_rows, raw_table, to_landing_record
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -28,10 +28,10 @@ def test_a_raw_table_from_before_replay_tokens_gains_the_column(catalog):
     old = catalog.create_table(RAW_TABLE, schema=before)
     old.append(pa.Table.from_pylist(raw_rows(landed({}), "landing/old", "b0", NOW), schema=before.as_arrow()))
 
-    raw = ensure_tables(catalog)["raw"]
+    raw = create_tables(catalog)["raw"]
     assert top_level_columns(raw.schema()) == top_level_columns(RAW_SCHEMA)
     raw.append(raw_table(landed({"replay_token": "tok"}), "landing/new", "b1", NOW, RAW_SCHEMA.as_arrow()))
     rows = raw.scan(selected_fields=("batch_id", "replay_token")).to_arrow().sort_by("batch_id").to_pylist()
     assert rows == [{"batch_id": "b0", "replay_token": None}, {"batch_id": "b1", "replay_token": "tok"}]
     schema_id = raw.schema().schema_id
-    assert ensure_tables(catalog)["raw"].schema().schema_id == schema_id, "evolved once"
+    assert create_tables(catalog)["raw"].schema().schema_id == schema_id, "evolved once"

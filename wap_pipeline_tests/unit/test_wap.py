@@ -1,7 +1,7 @@
 import pytest
 
 from wap_pipeline.iceberg import wap
-from wap_pipeline.iceberg.schemas import ensure_tables
+from wap_pipeline.iceberg.schemas import create_tables
 from wap_pipeline_tests import wap_cases
 
 
@@ -26,14 +26,14 @@ def test_stale_handle_cannot_discard_a_concurrent_commit(catalog):
 
 
 def test_branch_of_an_empty_table_has_main_as_parent(catalog):
-    table = ensure_tables(catalog)["curated"]
+    table = create_tables(catalog)["curated"]
     head = wap.create_branch_from_main(table, "audit_batch_x")
     assert table.current_snapshot().snapshot_id == head
     assert table.metadata.refs["audit_batch_x"].snapshot_id == head
 
 
 def test_abandoned_branches_are_kept_until_their_retention_passes(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     wap_cases.publish(table, "b1", 1)
     failed = wap.next_branch_name(table, "b2")
     wap.create_branch_from_main(table, failed)
@@ -49,7 +49,7 @@ def test_abandoned_branches_are_kept_until_their_retention_passes(catalog):
 
 
 def test_branches_of_runs_that_died_are_removed_after_the_retention(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     wap_cases.publish(table, "b1", 1)
     published = wap.branch_name("b1")
     died = wap.next_branch_name(table, "b2")
@@ -73,7 +73,7 @@ def _data_files_on_disk(tmp_path) -> set[str]:
 
 
 def test_a_chunked_append_is_one_snapshot_identical_to_a_single_append(catalog):
-    chunked = ensure_tables(catalog)["raw"]
+    chunked = create_tables(catalog)["raw"]
     single = catalog.create_table(("raw", "twin"), schema=chunked.schema(), partition_spec=chunked.spec())
     rows = wap_cases.raw_batch("b1", 10)
     properties = {wap.BATCH_ID_PROPERTY: "b1", wap.BOOKMARK_PROPERTY: "k1"}
@@ -96,7 +96,7 @@ def test_a_chunked_append_is_one_snapshot_identical_to_a_single_append(catalog):
 
 
 def test_a_failure_between_chunks_commits_nothing_and_removes_the_files(catalog, tmp_path):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     wap_cases.publish(table, "b0", 2)
     head = table.refresh().current_snapshot().snapshot_id
     before = _data_files_on_disk(tmp_path)
@@ -116,7 +116,7 @@ def test_a_failure_between_chunks_commits_nothing_and_removes_the_files(catalog,
 
 
 def test_a_new_branch_is_created_only_after_its_last_chunk(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     wap_cases.publish(table, "b0", 2)
     name = wap.next_branch_name(table, "b1")
 
@@ -150,7 +150,7 @@ def test_a_new_branch_is_created_only_after_its_last_chunk(catalog):
 def test_a_batch_reference_time_is_read_from_raw_commit_or_else_the_commit_time(catalog):
     from datetime import UTC, datetime
 
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     landed = datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC)
     table.append(
         wap_cases.raw_batch("b1", 1), snapshot_properties={wap.LANDED_AT_PROPERTY: landed.isoformat()}
@@ -189,7 +189,7 @@ def _expire_all_but_the_heads(table) -> None:
 
 
 def test_a_table_without_a_ledger_derives_it_from_history_and_refuses_once_history_is_gone(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     for batch in ("b1", "b2", "b3"):
         wap_cases.publish(table, batch, 2)  # commits of a version that carried no ledger
     assert wap.ledger(table) == wap.Ledger(batches=frozenset({"b1", "b2", "b3"}))
@@ -201,7 +201,7 @@ def test_a_table_without_a_ledger_derives_it_from_history_and_refuses_once_histo
 
 
 def test_expiring_every_snapshot_but_the_head_changes_no_decision(catalog):
-    table = ensure_tables(catalog)["raw"]
+    table = create_tables(catalog)["raw"]
     known = ["b1", "b2", "b3", "b4", "b5"]  # b4 exists but failed: the watermark stops below it
     for batch in ("b1", "b2", "b3", "b5"):
         wap_cases.publish(table, batch, 2, known)
