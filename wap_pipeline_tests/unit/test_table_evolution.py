@@ -1,12 +1,21 @@
-"""Tables created by an older version gain the columns added since, once, keeping their rows."""
+"""Tables created by an older version gain the columns added since, once, keeping their rows; and only
+provisioning creates tables."""
 
 from datetime import UTC, datetime
 
 import orjson
 import pyarrow as pa
+import pytest
 from pyiceberg.schema import Schema
 
-from wap_pipeline.iceberg.schemas import RAW_SCHEMA, RAW_TABLE, create_tables, top_level_columns
+from wap_pipeline.iceberg.schemas import (
+    RAW_SCHEMA,
+    RAW_TABLE,
+    TablesNotProvisionedError,
+    create_tables,
+    load_tables,
+    top_level_columns,
+)
 from wap_pipeline.rules.envelope import landing_line, raw_rows, raw_table, to_landing_record
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -35,3 +44,13 @@ def test_a_raw_table_from_before_replay_tokens_gains_the_column(catalog):
     assert rows == [{"batch_id": "b0", "replay_token": None}, {"batch_id": "b1", "replay_token": "tok"}]
     schema_id = raw.schema().schema_id
     assert create_tables(catalog)["raw"].schema().schema_id == schema_id, "evolved once"
+
+
+def test_steps_never_create_a_table_a_missing_one_names_provision(catalog):
+    """Only provisioning runs DDL (issue 16): loading the tables of an unprovisioned catalog fails with
+    the command to run, and creates nothing."""
+    with pytest.raises(TablesNotProvisionedError, match="wap-pipeline provision"):
+        load_tables(catalog)
+    assert catalog.list_namespaces() == []
+    create_tables(catalog)
+    assert set(load_tables(catalog)) == {"raw", "standardized", "curated", "daily_totals"}
