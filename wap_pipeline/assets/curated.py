@@ -1,17 +1,11 @@
 """curated/events: one row per idempotency_key, one atomic Iceberg commit per batch, and its checks.
 
-Reads the batch's published rows from standardized main, plans the merge (see
-:mod:`wap_pipeline.rules.curated`) against the curated rows of the keys it touches -- looked up only
-inside the batch's deduplication window, so the cost follows the batch, not the table's history --
-and commits the deletes of superseded rows and the inserts in a single transaction: a crash commits
-nothing. The commit's snapshot summary records the batch's accounting, which the checks verify
-against what Iceberg actually committed.
-
-Then, in the same step (the same single writer), the days the batch touched are compacted once they
-hold ``WAP_CURATED_COMPACT_MIN_FILES`` small files (:mod:`wap_pipeline.iceberg.compaction`): every
-batch adds a file to each day it touches, and without compaction the next batch's lookup, the checks
-and the daily totals would open one more file per batch of history. The compaction commit changes no
-row and carries no batch id, so the batch's own commit stays the one the checks and status read.
+The merge (one atomic commit per batch, then compaction of the days it touched) is
+:func:`wap_pipeline.application.curated.merge_batch`; this asset fails fast on a RED breaker, holds the
+table's writer lease and records the outcome. Compaction matters: every batch adds a file to each day
+it touches (``WAP_CURATED_COMPACT_MIN_FILES``), and without it the next batch's lookup, the checks and
+the daily totals would open one more file per batch of history. The checks below verify the commit's
+recorded accounting against what Iceberg actually committed.
 """
 
 from datetime import UTC, datetime
@@ -30,10 +24,9 @@ from dagster import (
 )
 from pyiceberg.table import Table
 
+from wap_pipeline.application.curated import AlreadyMerged, CuratePorts, NotInStandardizedError, merge_batch
 from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
-from wap_pipeline.engines import MergeSummary
-from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
@@ -97,43 +90,25 @@ def curated_events(
     engine: EngineResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
+    settings = aws.settings()
     with guarded_by_breaker(context, breaker), catalog.writing(context, "curated") as tables:
-        standardized, table = tables["standardized"], tables["curated"]
-        io = engine.get()  # arrow or spark: reads and the atomic commit (wap_pipeline.engines)
-        if wap.is_published(table, batch_id):
+        ports = CuratePorts(
+            engine=engine.get(),  # arrow or spark (wap_pipeline.engines)
+            standardized=tables["standardized"],
+            curated=tables["curated"],
+            batch_ids_after=aws.batch_ids_after,
+            dedup_window_days=settings.curated_dedup_window_days,
+            compact_min_files=settings.curated_compact_min_files,
+            now=lambda: datetime.now(UTC),
+        )
+        try:
+            outcome = merge_batch(ports, batch_id)
+        except NotInStandardizedError as error:
+            raise Failure(str(error)) from error
+        if isinstance(outcome, AlreadyMerged):
             context.log.info(f"batch {batch_id} already merged into curated; no-op")
             return MaterializeResult(metadata={"batch_id": batch_id, "already_merged": True})
-        if not wap.is_published(standardized, batch_id):
-            raise Failure(f"batch {batch_id} is not published in standardized; it cannot be curated")
-        curated_at = datetime.now(UTC)
-
-        def properties(summary: MergeSummary) -> dict[str, str]:
-            window = summary.window
-            return {
-                wap.BATCH_ID_PROPERTY: batch_id,
-                STANDARDIZED_ROWS: str(summary.standardized_rows),
-                INSERTED: str(summary.inserted),
-                SUPERSEDED: str(summary.superseded),
-                SKIPPED: str(summary.skipped),
-                TOUCHED_DAYS: ",".join(day.isoformat() for day in summary.touched_days),
-                WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
-                TOTAL_BEFORE: str(wap.row_count(table)),
-                **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
-            }
-
-        # Plan (rules.curated.plan_merge against curated's rows of the batch's keys inside its dedup
-        # window), then deletes + inserts as one atomic step on main.
-        summary = io.merge_batch(
-            standardized,
-            table,
-            batch_id,
-            curated_at,
-            aws.settings().curated_dedup_window_days,
-            properties,
-        )
-        touched = summary.touched_days
-        fault_point("curated.after_commit")
-        compacted = io.compact_days(table, touched, aws.settings().curated_compact_min_files)
+        summary, compacted = outcome.summary, outcome.compacted
         if compacted.days:
             context.log.info(
                 f"compacted curated days {[d.isoformat() for d in compacted.days]}: "
@@ -147,7 +122,7 @@ def curated_events(
                 "superseded": summary.superseded,
                 "skipped_duplicates": summary.skipped,
                 "keys_looked_up_in_window": summary.looked_up,
-                "touched_days": MetadataValue.json([d.isoformat() for d in touched]),
+                "touched_days": MetadataValue.json([d.isoformat() for d in summary.touched_days]),
                 "compacted_days": MetadataValue.json([d.isoformat() for d in compacted.days]),
                 "compacted_files": f"{compacted.files_before} -> {compacted.files_after}",
             }

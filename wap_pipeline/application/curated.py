@@ -1,0 +1,85 @@
+"""Merge one published standardized batch into curated, as one atomic commit, then compact the days it
+touched. No Dagster here: the asset translates the outcome.
+
+The engine plans the merge (:mod:`wap_pipeline.rules.curated`) against the curated rows of the keys the
+batch touches -- looked up only inside the batch's deduplication window, so the cost follows the batch,
+not the table's history -- and commits the deletes of superseded rows and the inserts in a single
+transaction: a crash commits nothing. The commit's snapshot summary records the batch's accounting,
+which curated's checks verify against what Iceberg actually committed.
+
+Then, under the same writer lease, the days the batch touched are compacted once they hold
+``compact_min_files`` small files (:mod:`wap_pipeline.iceberg.compaction`). The compaction commit
+changes no row and carries no batch id, so the batch's own commit stays the one the checks read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyiceberg.table import Table
+
+from wap_pipeline.engines import Engine, MergeSummary
+from wap_pipeline.hooks import fault_point
+from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.compaction import CompactionResult
+
+
+class NotInStandardizedError(RuntimeError):
+    """The batch is not published in standardized: it cannot be curated yet."""
+
+
+@dataclass(frozen=True)
+class CuratePorts:
+    engine: Engine
+    standardized: Table
+    curated: Table
+    batch_ids_after: Callable[[str], list[str]]
+    dedup_window_days: int
+    compact_min_files: int
+    now: Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class AlreadyMerged:
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Merged:
+    batch_id: str
+    summary: MergeSummary
+    compacted: CompactionResult
+
+
+def merge_batch(ports: CuratePorts, batch_id: str) -> AlreadyMerged | Merged:
+    """Raises :class:`NotInStandardizedError` when standardized has not published the batch."""
+    table, io = ports.curated, ports.engine
+    if wap.is_published(table, batch_id):
+        return AlreadyMerged(batch_id)
+    if not wap.is_published(ports.standardized, batch_id):
+        raise NotInStandardizedError(
+            f"batch {batch_id} is not published in standardized; it cannot be curated"
+        )
+
+    def properties(summary: MergeSummary) -> dict[str, str]:
+        window = summary.window
+        return {
+            wap.BATCH_ID_PROPERTY: batch_id,
+            wap.CURATED_STANDARDIZED_ROWS: str(summary.standardized_rows),
+            wap.CURATED_INSERTED: str(summary.inserted),
+            wap.CURATED_SUPERSEDED: str(summary.superseded),
+            wap.CURATED_SKIPPED: str(summary.skipped),
+            wap.CURATED_TOUCHED_DAYS: ",".join(day.isoformat() for day in summary.touched_days),
+            wap.CURATED_WINDOW: f"{window.start.isoformat()}/{window.end.isoformat()}" if window else "",
+            wap.CURATED_TOTAL_BEFORE: str(wap.row_count(table)),
+            **wap.ledger_properties(table, batch_id, ports.batch_ids_after),
+        }
+
+    summary = io.merge_batch(
+        ports.standardized, table, batch_id, ports.now(), ports.dedup_window_days, properties
+    )
+    fault_point("curated.after_commit")
+    compacted = io.compact_days(table, summary.touched_days, ports.compact_min_files)
+    return Merged(batch_id, summary, compacted)

@@ -1,0 +1,130 @@
+"""The pipeline's steps without Dagster: publish a standardized batch and merge it into curated on a
+real (SQLite) catalog with the arrow engine, each port a plain function, as the assets wire them."""
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from wap_pipeline.application.curated import (
+    AlreadyMerged,
+    CuratePorts,
+    Merged,
+    NotInStandardizedError,
+    merge_batch,
+)
+from wap_pipeline.application.standardized import (
+    AlreadyPublished,
+    Audited,
+    NotInRawError,
+    Published,
+    StandardizePorts,
+    publish_batch,
+)
+from wap_pipeline.engines.arrow import ArrowEngine
+from wap_pipeline.events import make_events
+from wap_pipeline.iceberg import wap
+from wap_pipeline.iceberg.schemas import create_tables
+from wap_pipeline.rules.envelope import landing_line, raw_table, to_landing_record
+
+LANDED = datetime(2026, 11, 29, 12, tzinfo=UTC)  # every time below derives from it: no wall clock
+
+
+def land(raw, batch_id: str, events: list[dict]) -> None:
+    """Append ``events`` to raw as the raw asset commits a batch (landing lines, bookmark, landing time)."""
+    data = b"".join(
+        landing_line(
+            to_landing_record(
+                {
+                    "MessageId": f"{batch_id}-{number}",
+                    "Body": orjson.dumps(event).decode(),
+                    "Attributes": {"SentTimestamp": str(int(LANDED.timestamp() * 1000))},
+                }
+            )
+        )
+        for number, event in enumerate(events)
+    )
+    rows = raw_table(data, f"landing/{batch_id}", batch_id, LANDED, raw.schema().as_arrow())
+    raw.append(
+        rows,
+        snapshot_properties={
+            wap.BATCH_ID_PROPERTY: batch_id,
+            wap.BOOKMARK_PROPERTY: f"landing/{batch_id}",
+            wap.LANDED_AT_PROPERTY: LANDED.isoformat(),
+        },
+    )
+
+
+@pytest.fixture
+def tables(catalog):
+    return create_tables(catalog)
+
+
+def standardize_ports(tables, quarantined: frozenset[str] = frozenset()) -> StandardizePorts:
+    return StandardizePorts(
+        engine=ArrowEngine(),
+        raw=tables["raw"],
+        standardized=tables["standardized"],
+        read_quarantine=lambda: quarantined,
+        grants_of=lambda tokens: {},
+        batch_ids_after=lambda last: [],
+        abandoned_branch_retention_ms=0,
+        now=lambda: LANDED + timedelta(minutes=5),
+    )
+
+
+def test_a_batch_is_audited_before_it_is_published_then_merged_once(tables):
+    events = make_events(12, seed=3, now=LANDED)
+    land(tables["raw"], "b1", events)
+    masked = frozenset({events[0]["event_id"]})
+
+    outcomes = list(publish_batch(standardize_ports(tables, masked), "b1"))
+    assert [type(o) for o in outcomes] == [Audited, Published]
+    audited, published = outcomes
+    assert audited.passed and audited.branch == "audit_batch_b1" and audited.reference == LANDED
+    assert (published.written.rows, published.written.skipped) == (11, 1)
+    assert wap.is_published(tables["standardized"], "b1")
+    assert [type(o) for o in publish_batch(standardize_ports(tables), "b1")] == [AlreadyPublished]
+
+    ports = CuratePorts(
+        engine=ArrowEngine(),
+        standardized=tables["standardized"],
+        curated=tables["curated"],
+        batch_ids_after=lambda last: [],
+        dedup_window_days=7,
+        compact_min_files=8,
+        now=lambda: LANDED + timedelta(minutes=6),
+    )
+    merged = merge_batch(ports, "b1")
+    assert isinstance(merged, Merged) and merged.summary.inserted == 11
+    assert tables["curated"].refresh().scan().to_arrow().num_rows == 11
+    assert isinstance(merge_batch(ports, "b1"), AlreadyMerged)
+
+
+def test_a_failed_audit_abandons_its_branch_and_publishes_nothing(tables):
+    events = make_events(5, seed=4, now=LANDED)
+    events[2]["event_timestamp"] = (LANDED + timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    land(tables["raw"], "b2", events)
+
+    outcomes = list(publish_batch(standardize_ports(tables), "b2"))
+    assert [type(o) for o in outcomes] == [Audited], "no Published after a failed audit"
+    (audited,) = outcomes
+    assert not audited.passed and audited.audit.reasons == {"event_timestamp_in_future": 1}
+    standardized = tables["standardized"].refresh()
+    assert not wap.is_published(standardized, "b2") and standardized.scan().to_arrow().num_rows == 0
+    assert "audit_batch_b2" in standardized.metadata.refs, "kept for inspection"
+    assert [type(o) for o in publish_batch(standardize_ports(tables), "b2")] == [Audited]
+    assert "audit_batch_b2_retry_1" in tables["standardized"].refresh().metadata.refs, (
+        "a retry is a new branch"
+    )
+
+
+def test_steps_refuse_a_batch_their_upstream_does_not_hold(tables):
+    with pytest.raises(NotInRawError, match="materialize raw/events"):
+        list(publish_batch(standardize_ports(tables), "b9"))
+    ports = CuratePorts(
+        ArrowEngine(), tables["standardized"], tables["curated"], lambda last: [], 7, 8, lambda: LANDED
+    )
+    with pytest.raises(NotInStandardizedError):
+        merge_batch(ports, "b9")
+    assert tables["curated"].refresh().current_snapshot() is None
