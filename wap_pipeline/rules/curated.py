@@ -229,6 +229,8 @@ class TotalsOverflowError(ArithmeticError):
 
 
 _GROUP = ["event_date", "event_type", "currency"]
+TOTALS_COLUMNS = (EVENT_TIME, "event_type", "currency", "amount_minor")
+"""The curated columns the daily totals read."""
 _EXACT = pa.decimal128(38, 0)
 PARTIAL_TOTALS_SCHEMA = pa.schema(
     [
