@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (benchmarks/run.py, next to this file)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ENGINE_STAGES = ("standardized", "curated", "daily totals")
+"""The pipeline steps the Spark engine computes (raw append is PyIceberg in the driver for both engines)."""
 
 
 def _proc_peak_mb(pid: int) -> float:
@@ -177,6 +179,7 @@ def report(results: dict) -> list[str]:
         steps = run["steps"]
         ex = size["executors"]
         peaks, rises = size["stage_python_peak_mb"], size["stage_python_rise_mb"]
+        spark_s = sum(steps[stage] for stage in ENGINE_STAGES)
         lines += [
             f"{n:,} events ({size['batch']['bytes'] / 1e6:,.1f} MB NDJSON, {size['rows']['standardized']:,} "
             f"standardized rows):",
@@ -184,14 +187,14 @@ def report(results: dict) -> list[str]:
             f"{size['floor']['write_table_s']:.2f} s)",
             f"  whole batch: {run['whole batch']:.2f} s, {run['whole batch'] / floor_s:.2f}x floor "
             f"(raw append {steps['raw append']:.2f} s, standardized {steps['standardized']:.2f} s, "
-            f"curated {steps['curated']:.2f} s)",
-            f"  Spark stages only (standardized + curated): {steps['standardized'] + steps['curated']:.2f} s, "
-            f"{(steps['standardized'] + steps['curated']) / floor_s:.2f}x floor",
-            f"  driver peak RSS: Python {size['driver_python_peak_mb']:,.0f} MB (by stage: raw append "
-            f"{peaks['raw append']:,.0f}, standardized {peaks['standardized']:,.0f}, curated "
-            f"{peaks['curated']:,.0f}; added by the stage itself: raw append {rises['raw append']:+,.0f}, "
-            f"standardized {rises['standardized']:+,.0f}, curated {rises['curated']:+,.0f}), "
-            f"JVM {size['driver_jvm_peak_mb']:,.0f} MB",
+            f"curated {steps['curated']:.2f} s, daily totals {steps['daily totals']:.2f} s)",
+            f"  Spark stages only (standardized + curated + daily totals): {spark_s:.2f} s, "
+            f"{spark_s / floor_s:.2f}x floor",
+            f"  driver peak RSS: Python {size['driver_python_peak_mb']:,.0f} MB (by stage: "
+            + ", ".join(f"{stage} {peaks[stage]:,.0f}" for stage in peaks)
+            + "; added by the stage itself: "
+            + ", ".join(f"{stage} {rises[stage]:+,.0f}" for stage in rises)
+            + f"), JVM {size['driver_jvm_peak_mb']:,.0f} MB",
             f"  executor time: {ex['executor_run_s']:.1f} s run, {ex['executor_cpu_s']:.1f} s CPU in "
             f"{ex['tasks']} tasks of {ex['stages']} stages",
         ]
@@ -199,7 +202,7 @@ def report(results: dict) -> list[str]:
         first, last = results["sizes"][0], results["sizes"][-1]
 
         def engine_rise(size: dict) -> float:
-            return max(size["stage_python_rise_mb"]["standardized"], size["stage_python_rise_mb"]["curated"])
+            return max(size["stage_python_rise_mb"][stage] for stage in ENGINE_STAGES)
 
         lines.append(
             f"driver growth {first['events']:,} -> {last['events']:,} events "
@@ -207,7 +210,8 @@ def report(results: dict) -> list[str]:
             f"{engine_rise(first):+,.0f} -> {engine_rise(last):+,.0f} MB, driver JVM peak "
             f"{first['driver_jvm_peak_mb']:,.0f} -> {last['driver_jvm_peak_mb']:,.0f} MB, whole Python "
             f"process peak {first['driver_python_peak_mb']:,.0f} -> {last['driver_python_peak_mb']:,.0f} MB "
-            "(each size in a driver process of its own)"
+            f"({last['driver_python_peak_mb'] / first['driver_python_peak_mb']:.2f}x; each size in a driver "
+            "process of its own)"
         )
     return lines
 

@@ -5,6 +5,10 @@ summary, including the days of rows it superseded), from curated itself, and rep
 one overwrite. Recomputing from curated makes it idempotent and independent of the order batches
 finish in. Downstream of curated's blocking checks: a failed check keeps wrong totals from publishing.
 
+The totals are computed by the engine (``WAP_ENGINE``) without holding the days' rows: the arrow engine
+folds a data file at a time into running partial sums, the Spark engine groups on its executors. The
+driver holds one row per (day, event_type, currency), whatever the batch or the days' size.
+
 Nothing reads this table's history (it is recomputed, never replayed), so it keeps only its newest
 ``DAILY_TOTALS_SNAPSHOTS_KEPT`` snapshots: otherwise every batch's overwrite would make the next one
 slower (PyIceberg copies the whole table metadata, every snapshot included, several times per commit).
@@ -20,11 +24,10 @@ from pyiceberg.expressions import In
 from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.curated import CURATED_KEY, TOUCHED_DAYS, curated_commit_summary
 from wap_pipeline.iceberg import wap
-from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
-from wap_pipeline.resources import AwsResource, CircuitBreakerResource, IcebergCatalogResource
+from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
 from wap_pipeline.retry_policy import transient_retry_policy
-from wap_pipeline.rules.curated import EVENT_TIME, daily_totals, days_window
+from wap_pipeline.rules.curated import final_totals
 
 DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
 DAILY_TOTALS_SNAPSHOTS_KEPT = 10
@@ -48,6 +51,7 @@ def curated_daily_totals(
     aws: AwsResource,
     catalog: IcebergCatalogResource,
     breaker: CircuitBreakerResource,
+    engine: EngineResource,
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
     with guarded_by_breaker(context, breaker), catalog.writing(context, "daily_totals") as tables:
@@ -68,12 +72,10 @@ def curated_daily_totals(
                 snapshot_properties={wap.BATCH_ID_PROPERTY: batch_id, **ledger},
             )
             return MaterializeResult(metadata={"batch_id": batch_id, "days_recomputed": 0})
-        rows = curated.scan(
-            row_filter=window_filter(days_window(days)),
-            selected_fields=(EVENT_TIME, "event_type", "currency", "amount_minor"),
-        ).to_arrow()
-        totals = daily_totals(rows)
-        totals = totals.filter(pc.is_in(totals["event_date"], pa.array(days, pa.date32())))
+        partial = engine.get().daily_totals(curated, days)  # one row per group, never the rows
+        rows_read = int(pc.sum(partial["events"]).as_py() or 0)
+        # Checked (int64) only for the days written: a day in between that is not recomputed is not ours.
+        totals = final_totals(partial.filter(pc.is_in(partial["event_date"], pa.array(days, pa.date32()))))
         totals_table.overwrite(
             totals.cast(totals_table.schema().as_arrow()),
             overwrite_filter=In("event_date", [d.isoformat() for d in days]),
@@ -85,7 +87,7 @@ def curated_daily_totals(
                 "batch_id": batch_id,
                 "days_recomputed": len(days),
                 "days": MetadataValue.json([d.isoformat() for d in days]),
-                "curated_rows_read": rows.num_rows,
+                "curated_rows_read": rows_read,
                 "events": int(pc.sum(totals["events"]).as_py() or 0),
                 # Python's int: the days' totals each fit int64, their sum need not.
                 "amount_minor": sum(totals["amount_minor"].to_pylist()),

@@ -38,18 +38,20 @@ RAW_KEY = AssetKey(["raw", "events"])
 def _raw_chunks(
     s3, bucket: str, manifest: Manifest, batch_id: str, ingested_at: datetime
 ) -> Iterator[pa.Table]:
-    """The batch's raw rows, landing file after landing file, in chunks of about ``CHUNK_BYTES``
-    of NDJSON: only one chunk is in memory while its data file is written."""
+    """The batch's raw rows, landing file after landing file, in chunks of at most about
+    ``CHUNK_BYTES`` of NDJSON (a chunk is closed before a file would take it past that, so its size
+    does not follow the landing files' size): only one chunk is in memory while its data file is
+    written."""
     schema = RAW_SCHEMA.as_arrow()
     group: list[pa.Table] = []
     size = 0
     for landed, data in read_landed_files(s3, bucket, manifest.files):  # next GETs in flight meanwhile
+        if group and size + len(data) > wap.CHUNK_BYTES:
+            yield pa.concat_tables(group)
+            group, size = [], 0
         size += len(data)
         group.append(raw_table(data, landed.key, batch_id, ingested_at, schema))  # parsed vectorised
         del data
-        if size >= wap.CHUNK_BYTES:
-            yield pa.concat_tables(group)
-            group, size = [], 0
     if group:
         yield pa.concat_tables(group)
 

@@ -30,8 +30,11 @@ and the three steps of a batch the assets call, each made of the rules and the m
                                                         of the batch's rows on the branch
 ``merge_batch(standardized, table, batch_id,            plan the curated merge of the batch
   curated_at, window_days, properties)``                (:func:`rules.curated.plan_merge`) and commit it
+``daily_totals(curated, days)``                         the partial totals (:func:`rules.curated.
+                                                        partial_totals`, combined) of curated's rows
+                                                        on the whole days from min(days) to max(days)
 
-The arrow engine runs them in-process, a raw data file at a time. The Spark engine runs the same rule
+The arrow engine runs them in-process, a data file at a time. The Spark engine runs the same rule
 functions on Spark's executors (``mapInArrow``) and brings only counts and bounded samples to the driver.
 
 * ``arrow`` (default): PyIceberg + Arrow in-process (:mod:`wap_pipeline.engines.arrow`).
@@ -167,6 +170,13 @@ class Engine(Protocol):
         properties: Callable[[MergeSummary], dict[str, str]],
     ) -> MergeSummary:
         """``properties(summary)`` is asked once the plan is made, before the commit."""
+        ...
+
+    def daily_totals(self, curated: Table, days: list[date]) -> pa.Table:
+        """:data:`rules.curated.PARTIAL_TOTALS_SCHEMA` per group of curated's main on the days from the
+        earliest to the latest of ``days`` (not empty), combined but not yet checked: the caller keeps
+        the days it wants and ends with :func:`rules.curated.final_totals`. Never holds the days' rows
+        whole: it grows with the groups, not with the rows."""
         ...
 
 

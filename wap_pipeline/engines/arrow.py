@@ -22,10 +22,14 @@ from wap_pipeline.rules.curated import (
     EVENT_TIME,
     KEY,
     PAYLOAD,
+    TOTALS_COLUMNS,
     DedupWindow,
     MergePlan,
+    combine_totals,
+    days_window,
     dedup_window,
     event_days,
+    partial_totals,
     plan_merge,
 )
 from wap_pipeline.rules.replays import granted_tokens
@@ -198,3 +202,11 @@ class ArrowEngine:
         )
         self.commit_merge(table, plan, window, properties(summary))
         return summary
+
+    def daily_totals(self, curated: Table, days: list[date]) -> pa.Table:
+        """A data file of the days at a time: its partial totals folded into one running total, so
+        memory follows a file and the groups, not the days' rows."""
+        running = combine_totals([])
+        for chunk in wap.scan_chunks(curated, window_filter(days_window(days)), TOTALS_COLUMNS):
+            running = combine_totals([running, partial_totals(conform(chunk, curated))])
+        return running

@@ -14,8 +14,9 @@ What runs where:
   :meth:`~SparkEngine.merge_batch`) run the Arrow functions of :mod:`wap_pipeline.rules` -- one
   definition for both engines -- on the executors, with ``mapInArrow`` over Spark scans (curated
   precedence per hash partition of ``idempotency_key``); the counts are Spark aggregations, and the
-  driver receives counts and bounded samples only, never the batch. The master is
-  ``WAP_SPARK_MASTER`` (``local[*]`` by default);
+  driver receives counts and bounded samples only, never the batch. The daily totals
+  (:meth:`~SparkEngine.daily_totals`) are a Spark ``groupBy``: the driver receives one row per group.
+  The master is ``WAP_SPARK_MASTER`` (``local[*]`` by default);
 * the lower-level reads (``scan_batch``, ``scan_keys``: tests and tools) are Spark scans collected as Arrow;
 * writes are Spark writes: ``writeTo(<table>.branch_<name>)`` with ``snapshot-property.*`` options
   (the batch id and bookmark land in the snapshot summary exactly as the arrow engine writes them);
@@ -64,6 +65,8 @@ from wap_pipeline.rules.curated import (
     PAYLOAD,
     DedupWindow,
     MergePlan,
+    combine_totals,
+    days_window,
     plan_merge,
     window_between,
 )
@@ -778,3 +781,22 @@ class SparkEngine:
         finally:
             planned.unpersist()
         return summary
+
+    def daily_totals(self, curated: Table, days: list[date]) -> pa.Table:
+        """A Spark ``groupBy`` of curated's rows on the days, on the executors: the driver receives one
+        row per (day, event_type, currency). Amounts are summed as 38-digit decimals, as
+        :func:`rules.curated.partial_totals` sums them (exact; the int64 check is the caller's)."""
+        from pyspark.sql import functions as F
+
+        grouped = (
+            self.session.table(self.identifier(curated))
+            .where(_in_window(days_window(days)))
+            .groupBy(F.to_date(EVENT_TIME).alias("event_date"), "event_type", "currency")
+            .agg(
+                F.count(F.lit(1)).alias("events"),
+                F.sum(F.coalesce(F.col("amount_minor"), F.lit(0)).cast("decimal(38,0)")).alias(
+                    "amount_minor"
+                ),
+            )
+        )
+        return combine_totals([to_arrow(grouped)])

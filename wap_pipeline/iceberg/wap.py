@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 import pyarrow as pa
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import BooleanExpression, EqualTo
 from pyiceberg.io.pyarrow import ArrowScan, _check_pyarrow_schema_compatible, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
@@ -358,9 +358,20 @@ def scan_batch(table: Table, ref: str, batch_id: str, selected_fields: tuple[str
 def scan_batch_chunks(
     table: Table, ref: str, batch_id: str, selected_fields: tuple[str, ...] = ("*",)
 ) -> Iterator[pa.Table]:
-    """:func:`scan_batch` one data file at a time (PyIceberg's batch reader reads every file
-    concurrently and buffers them, which holds the whole batch when the consumer is slower)."""
-    scan = table.scan(row_filter=EqualTo("batch_id", batch_id), selected_fields=selected_fields).use_ref(ref)
+    """:func:`scan_batch` one data file at a time (see :func:`scan_chunks`)."""
+    return scan_chunks(table, EqualTo("batch_id", batch_id), selected_fields, ref)
+
+
+def scan_chunks(
+    table: Table,
+    row_filter: BooleanExpression,
+    selected_fields: tuple[str, ...] = ("*",),
+    ref: str = MAIN,
+) -> Iterator[pa.Table]:
+    """The rows of ``ref`` matching ``row_filter``, one data file at a time: PyIceberg's batch reader
+    (``to_arrow_batch_reader``) reads every file concurrently and buffers them, which holds the whole
+    scan when the consumer is slower."""
+    scan = table.scan(row_filter=row_filter, selected_fields=selected_fields).use_ref(ref)
     reader = ArrowScan(
         table_metadata=scan.table_metadata,
         io=scan.io,

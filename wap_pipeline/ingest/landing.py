@@ -26,7 +26,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
@@ -200,28 +199,42 @@ def read_manifest(s3, bucket: str, manifests_prefix: str, batch_id: str) -> Mani
     return Manifest.from_json(body)
 
 
+READ_AHEAD_BYTES = 8 * 2**20
+"""Bytes of landing files fetched ahead of the caller: a bound in bytes, not only in files, so that a
+batch of larger landing files (Firehose buffers up to 128 MB) does not hold more of them."""
+
+
 def read_landed_files(
-    s3, bucket: str, files: Sequence[LandingObject], ahead: int = 4
+    s3, bucket: str, files: Sequence[LandingObject], ahead: int = 4, ahead_bytes: int = READ_AHEAD_BYTES
 ) -> Iterator[tuple[LandingObject, bytes]]:
-    """Each landing file of a batch with its content, in manifest order, ``ahead`` GETs in flight.
+    """Each landing file of a batch with its content, in manifest order, at most ``ahead`` GETs and
+    about ``ahead_bytes`` (the manifest's sizes; always at least one file) in flight.
 
     A GET mostly waits on S3; fetching the next files while the caller parses the current one
-    overlaps the two. At most ``ahead`` files are held besides the caller's, whatever the batch's size.
+    overlaps the two. What is held besides the caller's file is bounded, whatever the batch's size.
     """
     pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="landing-get")
 
     def fetch(landed: LandingObject) -> tuple[LandingObject, Future[bytes]]:
         return landed, pool.submit(lambda: s3.get_object(Bucket=bucket, Key=landed.key)["Body"].read())
 
-    remaining = iter(files)
-    in_flight = deque(fetch(landed) for landed in islice(remaining, max(1, ahead)))
+    remaining = deque(files)
+    in_flight: deque[tuple[LandingObject, Future[bytes]]] = deque()
+
+    def fill() -> None:
+        held = sum(landed.size for landed, _ in in_flight)
+        while remaining and (
+            not in_flight or (len(in_flight) < max(1, ahead) and held + remaining[0].size <= ahead_bytes)
+        ):
+            held += remaining[0].size
+            in_flight.append(fetch(remaining.popleft()))
+
     try:
+        fill()
         while in_flight:
             landed, content = in_flight.popleft()
             data = content.result()
-            following = next(remaining, None)
-            if following is not None:
-                in_flight.append(fetch(following))
+            fill()
             yield landed, data
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -16,6 +16,7 @@ corrects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -227,44 +228,84 @@ class TotalsOverflowError(ArithmeticError):
         super().__init__(f"daily total beyond int64 for {len(groups)} group(s), e.g. {groups[:3]}")
 
 
-def daily_totals(curated_rows: pa.Table) -> pa.Table:
-    """Events and amount per (UTC day of event, event_type, currency), the business's daily view."""
+_GROUP = ["event_date", "event_type", "currency"]
+TOTALS_COLUMNS = (EVENT_TIME, "event_type", "currency", "amount_minor")
+"""The curated columns the daily totals read."""
+_EXACT = pa.decimal128(38, 0)
+PARTIAL_TOTALS_SCHEMA = pa.schema(
+    [
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("event_type", pa.string()),
+        pa.field("currency", pa.string()),
+        pa.field("events", pa.int64(), nullable=False),
+        pa.field("amount_minor", _EXACT, nullable=False),
+    ]
+)
+"""Totals of some of the rows of a day: amounts as 38-digit decimals, not yet checked against int64 --
+a part of a day may exceed int64 where the whole day does not (refunds), so only the combined totals
+are checked (:func:`final_totals`)."""
+
+
+def partial_totals(curated_rows: pa.Table) -> pa.Table:
+    """Events and exact amount per (UTC day of event, event_type, currency) of one chunk of curated rows
+    (:data:`PARTIAL_TOTALS_SCHEMA`): what is computed per chunk, then :func:`combine_totals`."""
     if curated_rows.num_rows == 0:
-        return TOTALS_SCHEMA.empty_table()
+        return PARTIAL_TOTALS_SCHEMA.empty_table()
     dated = pa.table(
         {
             "event_date": pc.cast(curated_rows[EVENT_TIME], pa.timestamp("us", tz="UTC")).cast(pa.date32()),
-            "event_type": curated_rows["event_type"],
-            "currency": curated_rows["currency"],
-            "amount_minor": pc.fill_null(curated_rows["amount_minor"], 0),
+            "event_type": pc.cast(curated_rows["event_type"], pa.string()),
+            "currency": pc.cast(curated_rows["currency"], pa.string()),
+            # Summed as decimals: an int64 sum would wrap silently.
+            "amount_minor": pc.cast(pc.fill_null(curated_rows["amount_minor"], 0), _EXACT),
         }
     )
-    # Summed as decimals, then checked: an int64 sum would wrap silently.
-    dated = dated.set_column(3, "amount_minor", pc.cast(dated["amount_minor"], pa.decimal128(38, 0)))
-    grouped = dated.group_by(["event_date", "event_type", "currency"]).aggregate(
-        [("amount_minor", "count"), ("amount_minor", "sum")]
-    )
-    beyond = grouped.filter(
+    grouped = dated.group_by(_GROUP).aggregate([("amount_minor", "count"), ("amount_minor", "sum")])
+    return _as_partial(grouped, "amount_minor_count", "amount_minor_sum")
+
+
+def combine_totals(partials: Iterable[pa.Table]) -> pa.Table:
+    """Partial totals (:data:`PARTIAL_TOTALS_SCHEMA`) of disjoint sets of rows summed per group: the
+    partial totals of their union. Exact (decimal sums), so chunks can be combined in any order."""
+    parts = [part.cast(PARTIAL_TOTALS_SCHEMA) for part in partials if part.num_rows]
+    if not parts:
+        return PARTIAL_TOTALS_SCHEMA.empty_table()
+    grouped = pa.concat_tables(parts).group_by(_GROUP).aggregate([("events", "sum"), ("amount_minor", "sum")])
+    return _as_partial(grouped, "events_sum", "amount_minor_sum")
+
+
+def _as_partial(grouped: pa.Table, events: str, amount: str) -> pa.Table:
+    return pa.table(
+        {
+            **{name: grouped[name] for name in _GROUP},
+            "events": grouped[events],
+            "amount_minor": pc.cast(grouped[amount], _EXACT),
+        }
+    ).cast(PARTIAL_TOTALS_SCHEMA)
+
+
+def final_totals(partial: pa.Table) -> pa.Table:
+    """The daily totals (:data:`TOTALS_SCHEMA`, sorted) of combined partial totals; raises
+    :class:`TotalsOverflowError` for a group whose amount does not fit int64 (never a wrapped sum)."""
+    partial = partial.cast(PARTIAL_TOTALS_SCHEMA)
+    amounts = partial["amount_minor"]
+    beyond = partial.filter(
         pc.or_(
-            pc.greater(grouped["amount_minor_sum"], pa.scalar(INT64_MAX, pa.decimal128(38, 0))),
-            pc.less(grouped["amount_minor_sum"], pa.scalar(-INT64_MAX - 1, pa.decimal128(38, 0))),
+            pc.greater(amounts, pa.scalar(INT64_MAX, _EXACT)),
+            pc.less(amounts, pa.scalar(-INT64_MAX - 1, _EXACT)),
         )
     )
     if beyond.num_rows:
-        raise TotalsOverflowError(beyond.select(["event_date", "event_type", "currency"]).to_pylist())
-    totals = pa.table(
-        {
-            "event_date": grouped["event_date"],
-            "event_type": grouped["event_type"],
-            "currency": grouped["currency"],
-            "events": grouped["amount_minor_count"],
-            "amount_minor": grouped["amount_minor_sum"],
-        }
-    )
-    ordered = totals.sort_by(
-        [("event_date", "ascending"), ("event_type", "ascending"), ("currency", "ascending")]
-    )
+        raise TotalsOverflowError(beyond.select(_GROUP).to_pylist())
+    ordered = partial.sort_by([(name, "ascending") for name in _GROUP])
     return ordered.cast(TOTALS_SCHEMA)
+
+
+def daily_totals(curated_rows: pa.Table) -> pa.Table:
+    """Events and amount per (UTC day of event, event_type, currency), the business's daily view, of
+    rows held whole; a scan too large for that streams :func:`partial_totals` into :func:`combine_totals`
+    and ends with :func:`final_totals`, which gives the same table."""
+    return final_totals(partial_totals(curated_rows))
 
 
 def duplicate_keys(keys: pa.Array | pa.ChunkedArray) -> dict[str, int]:

@@ -19,6 +19,7 @@ from dagster import DagsterInstance, materialize
 
 from wap_pipeline import aws
 from wap_pipeline.assets.curated import curated_events
+from wap_pipeline.assets.daily_totals import curated_daily_totals
 from wap_pipeline.assets.standardized import AUDIT_CHECK, standardized_events
 from wap_pipeline.definitions import resources_for
 from wap_pipeline.engines.spark import SparkEngine
@@ -31,6 +32,7 @@ from wap_pipeline.resources import EngineResource
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine
 from wap_pipeline.resources.replay_grants import ReplayGrants
+from wap_pipeline.rules.curated import daily_totals
 from wap_pipeline.rules.envelope import raw_rows
 from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline.settings import Settings
@@ -156,12 +158,13 @@ def land(settings: Settings, batch_id: str, data: bytes) -> None:
 
 
 def process(engine: str, batch_id: str):
-    """Materialize standardized then curated for one batch with the given engine, in-process."""
+    """Materialize standardized, curated and the daily totals for one batch with the given engine,
+    in-process."""
     resources = resources_for(Settings.from_env())
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(landing_batches.name, [batch_id])
         return materialize(
-            [standardized_events, curated_events],
+            [standardized_events, curated_events, curated_daily_totals],
             partition_key=batch_id,
             instance=instance,
             resources={**resources, "engine": EngineResource(config=resources["settings"], engine=engine)},
@@ -195,10 +198,14 @@ def run_engine(use_catalog, engine: str) -> dict:
     standardized, curated = tables["standardized"], tables["curated"]
     failed_branch = wap.branch_name("b3")
     standardized.refresh()
+    curated.refresh()
     return {
         "outcomes": outcomes,
         "standardized": content(standardized, ("batch_id", "line_number")),
         "curated": content(curated, ("idempotency_key",)),
+        "daily_totals": content(tables["daily_totals"], ("event_date", "event_type", "currency")),
+        # What the pure rule makes of the whole of curated, read back by PyIceberg.
+        "recomputed_totals": daily_totals(curated.scan().to_arrow()).to_pylist(),
         "failed_branch": content(standardized, ("batch_id", "line_number"), ref=failed_branch),
         "abandoned": f"{wap.ABANDONED_PROPERTY_PREFIX}{failed_branch}" in standardized.metadata.properties,
         "bookmark": wap.bookmark(standardized),
@@ -259,6 +266,12 @@ def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtim
     assert spark["outcomes"] == arrow["outcomes"]
     assert spark["standardized"] == arrow["standardized"]
     assert spark["curated"] == arrow["curated"]
+    # The totals: the arrow engine's streamed partial sums and Spark's groupBy give the same table,
+    # and it is the pure rule's over the whole of curated.
+    assert arrow["daily_totals"] and sum(r["events"] for r in arrow["daily_totals"]) == 40 + 12
+    assert arrow["daily_totals"] == arrow["recomputed_totals"]
+    assert spark["daily_totals"] == arrow["daily_totals"]
+    assert spark["recomputed_totals"] == arrow["recomputed_totals"]
     assert spark["failed_branch"] == arrow["failed_branch"]
     assert spark["abandoned"] is True
     assert spark["bookmark"] == arrow["bookmark"]

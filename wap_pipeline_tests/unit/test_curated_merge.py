@@ -4,7 +4,18 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wap_pipeline.rules.curated import daily_totals, dedup_window, duplicate_keys, event_days, plan_merge
+from wap_pipeline.rules.curated import (
+    INT64_MAX,
+    TotalsOverflowError,
+    combine_totals,
+    daily_totals,
+    dedup_window,
+    duplicate_keys,
+    event_days,
+    final_totals,
+    partial_totals,
+    plan_merge,
+)
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
 SCHEMA = pa.schema(
@@ -152,6 +163,69 @@ def test_daily_totals_group_by_utc_day_type_and_currency():
         },
     ]
     assert daily_totals(event_rows()).num_rows == 0
+
+
+_TOTALS_ROWS = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # day
+        st.sampled_from(["payment.captured", "payment.refunded", None]),
+        st.sampled_from(["EUR", "USD", None]),
+        st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+    ),
+    max_size=40,
+)
+
+
+@given(_TOTALS_ROWS, st.lists(st.integers(0, 40), max_size=5), st.randoms(use_true_random=False))
+@settings(max_examples=200, deadline=None)
+def test_totals_combined_from_chunks_are_the_totals_of_the_whole(items, cuts, rng):
+    """The daily totals streamed chunk by chunk (partials combined in any order, then checked) are
+    exactly those of the rows held whole -- overflow included: int64 extremes sum past int64 in a chunk."""
+    rows = event_rows(
+        *[
+            (f"k{n}", T0 + timedelta(days=day, hours=n % 24), kind, cur, amount)
+            for n, (day, kind, cur, amount) in enumerate(items)
+        ]
+    )
+    bounds = sorted({0, rows.num_rows, *(c for c in cuts if c <= rows.num_rows)})
+    partials = [partial_totals(rows.slice(a, b - a)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    rng.shuffle(partials)
+    running = combine_totals([])
+    for part in partials:  # as the arrow engine streams: one running total, one chunk at a time
+        running = combine_totals([running, part])
+    try:
+        whole = daily_totals(rows)
+    except TotalsOverflowError as error:
+        try:
+            final_totals(running)
+        except TotalsOverflowError as streamed:
+            assert sorted(map(str, streamed.groups)) == sorted(map(str, error.groups))
+        else:
+            raise AssertionError("the streamed totals did not declare the overflow") from None
+        return
+    assert final_totals(running).to_pylist() == whole.to_pylist()
+
+
+def test_a_chunk_past_int64_is_fine_when_the_day_is_not():
+    day = T0 + timedelta(hours=1)
+    first = event_rows(("a", day, "t", "EUR", INT64_MAX), ("b", day, "t", "EUR", 10))
+    second = event_rows(("c", day, "t", "EUR", -100))
+    try:
+        daily_totals(first)
+    except TotalsOverflowError:
+        pass
+    else:
+        raise AssertionError("the first chunk alone is beyond int64")
+    totals = final_totals(combine_totals([partial_totals(first), partial_totals(second)]))
+    assert totals.to_pylist() == [
+        {
+            "event_date": T0.date(),
+            "event_type": "t",
+            "currency": "EUR",
+            "events": 3,
+            "amount_minor": INT64_MAX - 90,
+        }
+    ]
 
 
 def test_duplicate_keys_and_event_days():
