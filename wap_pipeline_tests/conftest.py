@@ -18,6 +18,8 @@ import pytest
 
 from wap_pipeline import local_stack
 from wap_pipeline.engines.standalone import SparkCluster
+from wap_pipeline.iceberg.catalog import load_wap_catalog
+from wap_pipeline.iceberg.schemas import create_tables
 from wap_pipeline.provision import provision
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests import hooks
@@ -109,3 +111,16 @@ def postgres_database() -> Iterator[str]:
     yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture
+def postgres_catalog(
+    stack: Settings, postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The pipeline's Iceberg catalog moved to a fresh PostgreSQL database (configuration only) and
+    provisioned there, as `wap-pipeline provision` would with this configuration; yields its URL."""
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
+    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
+    create_tables(load_wap_catalog(Settings.from_env()))
+    return postgres_database

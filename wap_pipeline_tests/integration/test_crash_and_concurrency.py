@@ -138,10 +138,7 @@ def test_main_moved_between_write_and_publish_sqlite(stack, monkeypatch, tmp_pat
 
 
 @pytest.mark.postgres
-def test_main_moved_between_write_and_publish_postgresql(stack, monkeypatch, tmp_path, postgres_database):
-    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__TYPE", "sql")
-    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
-    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
+def test_main_moved_between_write_and_publish_postgresql(stack, monkeypatch, tmp_path, postgres_catalog):
     _concurrent_publish(stack, monkeypatch, tmp_path)
 
 

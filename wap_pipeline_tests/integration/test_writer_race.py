@@ -94,10 +94,7 @@ def test_two_processes_racing_on_a_sqlite_catalog(stack, tmp_path):
 
 
 @pytest.mark.postgres
-def test_two_processes_racing_on_a_postgresql_catalog(stack, monkeypatch, tmp_path, postgres_database):
-    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__TYPE", "sql")
-    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__URI", postgres_database)
-    monkeypatch.setenv("PYICEBERG_CATALOG__WAP__WAREHOUSE", f"file://{tmp_path}/pg-warehouse")
+def test_two_processes_racing_on_a_postgresql_catalog(stack, tmp_path, postgres_catalog):
     race(stack, tmp_path)
 
 
