@@ -1,5 +1,6 @@
-"""The pipeline's steps without Dagster: publish a standardized batch and merge it into curated on a
-real (SQLite) catalog with the arrow engine, each port a plain function, as the assets wire them."""
+"""The pipeline's steps without Dagster: publish a standardized batch, merge it into curated and
+recompute its days' totals, on a real (SQLite) catalog with the arrow engine, each port a plain
+function, as the assets wire them."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,13 @@ from wap_pipeline.application.curated import (
     Merged,
     NotInStandardizedError,
     merge_batch,
+)
+from wap_pipeline.application.daily_totals import (
+    AlreadyRecomputed,
+    NotInCuratedError,
+    Recomputed,
+    TotalsPorts,
+    recompute_days,
 )
 from wap_pipeline.application.standardized import (
     AlreadyPublished,
@@ -100,6 +108,14 @@ def test_a_batch_is_audited_before_it_is_published_then_merged_once(tables):
     assert tables["curated"].refresh().scan().to_arrow().num_rows == 11
     assert isinstance(merge_batch(ports, "b1"), AlreadyMerged)
 
+    totals_ports = TotalsPorts(ArrowEngine(), tables["curated"], tables["daily_totals"], lambda last: [])
+    recomputed = recompute_days(totals_ports, "b1")
+    assert isinstance(recomputed, Recomputed) and recomputed.days == merged.summary.touched_days
+    written = tables["daily_totals"].refresh().scan().to_arrow()
+    assert written.num_rows == recomputed.totals.num_rows and sum(written["events"].to_pylist()) == 11
+    assert sum(written["amount_minor"].to_pylist()) == sum(e["amount_minor"] for e in events[1:])
+    assert isinstance(recompute_days(totals_ports, "b1"), AlreadyRecomputed)
+
 
 def test_a_failed_audit_abandons_its_branch_and_publishes_nothing(tables):
     events = make_events(5, seed=4, now=LANDED)
@@ -127,4 +143,8 @@ def test_steps_refuse_a_batch_their_upstream_does_not_hold(tables):
     )
     with pytest.raises(NotInStandardizedError):
         merge_batch(ports, "b9")
+    with pytest.raises(NotInCuratedError):
+        recompute_days(
+            TotalsPorts(ArrowEngine(), tables["curated"], tables["daily_totals"], lambda last: []), "b9"
+        )
     assert tables["curated"].refresh().current_snapshot() is None
