@@ -39,7 +39,8 @@ def test_the_seeded_plans_cover_every_fault_and_message_kind():
     assert make_plan(42).describe() == make_plan(42).describe()
 
 
-@pytest.mark.timeout(600)
+# ~450 s on a quiet machine; the margin is for a shared one (a run at load 10 took 580 s and timed out).
+@pytest.mark.timeout(900)
 def test_ten_chaos_schedules_lose_and_duplicate_nothing():
     result = subprocess.run(
         [
@@ -56,7 +57,7 @@ def test_ten_chaos_schedules_lose_and_duplicate_nothing():
         cwd=Path(__file__).parents[2],
         capture_output=True,
         text=True,
-        timeout=580,
+        timeout=880,
     )
     print(result.stdout)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
