@@ -3,8 +3,7 @@
 ``defs`` is loaded by Dagster in each process that needs it (webserver, daemon, every run), and wires
 the resources from the settings of that process's environment (``WAP_PROFILE`` and the ``WAP_*``
 variables, :class:`~wap_pipeline.settings.Settings`): the profile picks the endpoints and credentials,
-the values show in the UI as the ``settings`` resource's configuration. Tests wire their own with
-:func:`resources_for`.
+the values show in the UI as each resource's ``config``. Tests wire their own with :func:`resources_for`.
 """
 
 from dagster import ConfigurableResource, Definitions, definitions
@@ -66,7 +65,6 @@ def resources_for(settings: Settings) -> dict[str, ConfigurableResource]:
     """Every resource, built from one settings resource: the one place where the system is wired."""
     config = settings_resource(settings)
     return {
-        "settings": config,
         "aws": AwsResource(config=config),
         "catalog": IcebergCatalogResource(config=config),
         "breaker": CircuitBreakerResource(config=config),

@@ -1,9 +1,9 @@
 """The project's settings as one typed Dagster resource, which every other resource is built from.
 
 Its fields are :class:`~wap_pipeline.settings.Settings`' fields, with their types and defaults, so one
-schema serves the CLIs (which read ``Settings.from_env()``) and Dagster (where the values are resource
-configuration: shown in the UI, set per profile in :mod:`wap_pipeline.definitions`, overridable in the
-launchpad, and ``dg.EnvVar`` where a value must be read when the run starts).
+schema serves the CLIs (which read the environment when they start) and Dagster (where the values are resource
+configuration, shown in the UI, and set once in :func:`wap_pipeline.definitions.resources_for`). Each
+resource holds it as its ``config`` (a nested resource: Dagster builds it with the resource).
 """
 
 from __future__ import annotations

@@ -167,7 +167,10 @@ def process(engine: str, batch_id: str):
             [standardized_events, curated_events, curated_daily_totals],
             partition_key=batch_id,
             instance=instance,
-            resources={**resources, "engine": EngineResource(config=resources["settings"], engine=engine)},
+            resources={
+                **resources,
+                "engine": EngineResource(config=resources["engine"].config, engine=engine),
+            },
             raise_on_error=False,
         )
 

@@ -28,3 +28,29 @@ def test_dagster_definitions_validate_passes_on_the_workspace():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_every_resource_is_wired_from_the_settings_it_is_given():
+    """The one place the system is wired (issue 16): what the resources use is what they were given,
+    whatever the process environment says."""
+    from wap_pipeline.definitions import resources_for
+    from wap_pipeline.settings import Settings
+
+    settings = Settings(queue_name="given-queue", pipeline_name="given-pipeline", engine="spark")
+    resources = resources_for(settings)
+    assert resources["aws"].settings() == settings
+    assert resources["breaker"].breaker().pipeline == "given-pipeline"
+    assert resources["engine"].name() == "spark"
+    assert {resource.config.settings() for resource in resources.values()} == {settings}
+
+
+def test_no_asset_or_resource_reads_the_environment():
+    """Settings reach assets and resources through the resources' configuration only."""
+    package = ROOT / "wap_pipeline"
+    readers = [
+        str(path.relative_to(ROOT))
+        for folder in ("assets", "resources", "application")
+        for path in sorted((package / folder).glob("*.py"))
+        if "from_env(" in path.read_text() or "os.environ" in path.read_text()
+    ]
+    assert readers == []
