@@ -349,7 +349,7 @@ def combine_key_counts(parts: Iterable[pa.Table]) -> pa.Table:
 def duplicates_of(counts: pa.Table, sample_size: int = DUPLICATES_SAMPLE) -> DuplicateKeys:
     """The uniqueness check's finding from combined key counts."""
     repeated = counts.filter(pc.greater(counts["count"], 1))
-    order = pc.sort_indices(repeated, sort_keys=[(KEY, "ascending")], null_placement="at_end")
+    order = pc.sort_indices(repeated, sort_keys=[(KEY, "ascending", "at_end")])
     sample = repeated.take(order.slice(0, sample_size))
     return DuplicateKeys(
         rows=int(pc.sum(counts["count"]).as_py() or 0),
