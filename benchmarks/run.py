@@ -69,6 +69,10 @@ STEPS = {
     "raw append": "raw__events",
     "standardized": "standardized__events",
     "curated": "curated__events",
+    # curated's blocking checks, steps of their own (Dagster names them <asset>_<check>): the
+    # uniqueness check reads the batch's whole dedup window, so its time and peak are measured.
+    "keys unique check": "curated__events_keys_unique_in_window",
+    "row accounting check": "curated__events_row_accounting",
     # Recomputes the days the batch touched from curated: reported so its time and peak are measured.
     "daily totals": "curated__daily_totals",
 }
@@ -810,6 +814,8 @@ def report(results: dict) -> tuple[list[str], list[dict]]:
         )
     )
     lines.append(_stage_line("curated", steps["curated"], m["rows"]["standardized"], floor_s))
+    for check in ("keys unique check", "row accounting check"):
+        lines.append(_stage_line(check, steps[check], m["rows"]["curated"], floor_s))
     lines.append(_stage_line("daily totals", steps["daily totals"], m["rows"]["curated"], floor_s))
     overhead = run["whole batch"] - sum(steps.values())
     lines.append(

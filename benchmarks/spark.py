@@ -5,12 +5,14 @@ generated and put in S3 (the project's local AWS server, as ``benchmarks/run.py`
 measured (``pyarrow.json.read_json`` + ``pyarrow.parquet.write_table`` of the same NDJSON), and the
 pipeline job runs it with ``WAP_ENGINE=spark`` against a standalone master + worker started here
 (``wap_pipeline.engines.standalone``): raw append in-process (PyIceberg, not the engine's), then
-standardized and curated on Spark, the rules in the worker's executors.
+standardized, curated, curated's uniqueness check and the daily totals on Spark, the rules in the
+worker's executors.
 
 Reported per size:
 
 * whole batch: the run's wall time, and its ratio to the floor measured in this run;
-* per stage: seconds (the run's STEP_START -> STEP_SUCCESS events);
+* per stage: seconds (the run's STEP_START -> STEP_SUCCESS events), curated's two blocking checks
+  included (steps of their own, ``STEPS`` in ``run.py``);
 * driver peak RSS: the Python driver process (high-water mark reset before the run, and a 50 ms
   sampler for each stage's peak) and the driver JVM (its high-water mark, reset likewise, via /proc).
   Each size runs in a process of its own, and the batch is generated, landed and floor-measured in a
@@ -45,8 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (benchmarks/run.py, next to this file)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENGINE_STAGES = ("standardized", "curated", "daily totals")
-"""The pipeline steps the Spark engine computes (raw append is PyIceberg in the driver for both engines)."""
+ENGINE_STAGES = ("standardized", "curated", "keys unique check", "daily totals")
+"""The pipeline steps the Spark engine computes (raw append is PyIceberg in the driver for both engines;
+curated's row accounting check reads snapshot summaries only)."""
 
 
 def _proc_peak_mb(pid: int) -> float:
@@ -187,8 +190,9 @@ def report(results: dict) -> list[str]:
             f"{size['floor']['write_table_s']:.2f} s)",
             f"  whole batch: {run['whole batch']:.2f} s, {run['whole batch'] / floor_s:.2f}x floor "
             f"(raw append {steps['raw append']:.2f} s, standardized {steps['standardized']:.2f} s, "
-            f"curated {steps['curated']:.2f} s, daily totals {steps['daily totals']:.2f} s)",
-            f"  Spark stages only (standardized + curated + daily totals): {spark_s:.2f} s, "
+            f"curated {steps['curated']:.2f} s, checks {steps['keys unique check']:.2f} + "
+            f"{steps['row accounting check']:.2f} s, daily totals {steps['daily totals']:.2f} s)",
+            f"  Spark stages only ({' + '.join(ENGINE_STAGES)}): {spark_s:.2f} s, "
             f"{spark_s / floor_s:.2f}x floor",
             f"  driver peak RSS: Python {size['driver_python_peak_mb']:,.0f} MB (by stage: "
             + ", ".join(f"{stage} {peaks[stage]:,.0f}" for stage in peaks)

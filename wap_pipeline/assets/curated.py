@@ -28,11 +28,10 @@ from wap_pipeline.application.curated import AlreadyMerged, CuratePorts, NotInSt
 from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.iceberg import wap
-from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
 from wap_pipeline.retry_policy import transient_retry_policy
-from wap_pipeline.rules.curated import KEY, DedupWindow, duplicate_keys
+from wap_pipeline.rules.curated import DedupWindow
 
 CURATED_KEY = AssetKey(["curated", "events"])
 UNIQUE_CHECK = "keys_unique_in_window"
@@ -161,7 +160,10 @@ def _trip_on_failure(
     ),
 )
 def curated_keys_unique(
-    context: AssetCheckExecutionContext, catalog: IcebergCatalogResource, breaker: CircuitBreakerResource
+    context: AssetCheckExecutionContext,
+    catalog: IcebergCatalogResource,
+    breaker: CircuitBreakerResource,
+    engine: EngineResource,
 ) -> AssetCheckResult:
     batch_id = context.partition_key
     table = catalog.tables()["curated"]
@@ -169,20 +171,21 @@ def curated_keys_unique(
     window = _window_of(summary or {})
     if window is None:
         return AssetCheckResult(passed=True, metadata={"batch_id": batch_id, "rows_checked": 0})
-    keys = table.scan(row_filter=window_filter(window), selected_fields=(KEY,)).to_arrow()[KEY]
-    duplicates = duplicate_keys(keys)
+    # Counted by the engine (Spark: on its executors): the window's keys never come to this process
+    # whole, only the counts and a sample of the repeated keys.
+    found = engine.get().duplicate_keys(table, window)
     result = AssetCheckResult(
-        passed=not duplicates,
+        passed=not found.keys,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "batch_id": batch_id,
-            "rows_checked": len(keys),
-            "duplicate_keys": len(duplicates),
-            "sample_duplicates": MetadataValue.json(dict(list(duplicates.items())[:10])),
+            "rows_checked": found.rows,
+            "duplicate_keys": found.keys,
+            "sample_duplicates": MetadataValue.json(found.sample),
             "window": f"{window.start.date()} .. {window.end.date()}",
         },
     )
-    return _trip_on_failure(context, breaker, UNIQUE_CHECK, result, f"{len(duplicates)} duplicate key(s)")
+    return _trip_on_failure(context, breaker, UNIQUE_CHECK, result, f"{found.keys} duplicate key(s)")
 
 
 @asset_check(

@@ -33,6 +33,10 @@ and the three steps of a batch the assets call, each made of the rules and the m
 ``daily_totals(curated, days)``                         the partial totals (:func:`rules.curated.
                                                         partial_totals`, combined) of curated's rows
                                                         on the whole days from min(days) to max(days)
+``duplicate_keys(curated, window)``                     the idempotency keys that occur more than once
+                                                        in curated's main inside the window (count and
+                                                        a bounded sample: :class:`rules.curated.
+                                                        DuplicateKeys`), for the uniqueness check
 
 The arrow engine runs them in-process, a data file at a time. The Spark engine runs the same rule
 functions on Spark's executors (``mapInArrow``) and brings only counts and bounded samples to the driver.
@@ -58,7 +62,7 @@ from pyiceberg.table.snapshots import Snapshot
 
 from wap_pipeline.iceberg.compaction import CompactionResult
 from wap_pipeline.rules.audit import AuditResult, tag_invalid
-from wap_pipeline.rules.curated import DedupWindow, MergePlan
+from wap_pipeline.rules.curated import DUPLICATES_SAMPLE, DedupWindow, DuplicateKeys, MergePlan
 from wap_pipeline.rules.standardize import Grants, StandardizeResult, standardize
 from wap_pipeline.settings import ENGINES
 
@@ -177,6 +181,13 @@ class Engine(Protocol):
         earliest to the latest of ``days`` (not empty), combined but not yet checked: the caller keeps
         the days it wants and ends with :func:`rules.curated.final_totals`. Never holds the days' rows
         whole: it grows with the groups, not with the rows."""
+        ...
+
+    def duplicate_keys(
+        self, curated: Table, window: DedupWindow, sample_size: int = DUPLICATES_SAMPLE
+    ) -> DuplicateKeys:
+        """:func:`rules.curated.duplicate_keys` of the keys of curated's main inside ``window``, without
+        holding the window's rows: the driver gets counts and ``sample_size`` keys at most."""
         ...
 
 

@@ -19,16 +19,21 @@ from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.rules.audit import AUDIT_COLUMNS, AuditResult, count_invalid
 from wap_pipeline.rules.curated import (
+    DUPLICATES_SAMPLE,
     EVENT_TIME,
     KEY,
     PAYLOAD,
     TOTALS_COLUMNS,
     DedupWindow,
+    DuplicateKeys,
     MergePlan,
+    combine_key_counts,
     combine_totals,
     days_window,
     dedup_window,
+    duplicates_of,
     event_days,
+    key_counts,
     partial_totals,
     plan_merge,
 )
@@ -210,3 +215,18 @@ class ArrowEngine:
         for chunk in wap.scan_chunks(curated, window_filter(days_window(days)), TOTALS_COLUMNS):
             running = combine_totals([running, partial_totals(conform(chunk, curated))])
         return running
+
+    def duplicate_keys(
+        self, curated: Table, window: DedupWindow, sample_size: int = DUPLICATES_SAMPLE
+    ) -> DuplicateKeys:
+        """A data file of the window at a time: its key counts folded into running counts. Counting
+        duplicates in one process needs every distinct key of the window (this engine is in-process by
+        definition; the Spark engine counts on its executors), but never the window's rows, nor PyIceberg
+        reading every file at once. The running counts are re-hashed only once the counts waiting
+        reach their size: O(log files) passes over the keys, not one per file."""
+        counts, pending = combine_key_counts([]), []
+        for chunk in wap.scan_chunks(curated, window_filter(window), (KEY,)):
+            pending.append(key_counts(chunk[KEY]))
+            if sum(part.num_rows for part in pending) >= counts.num_rows:
+                counts, pending = combine_key_counts([counts, *pending]), []
+        return duplicates_of(combine_key_counts([counts, *pending]), sample_size)

@@ -15,7 +15,8 @@ What runs where:
   definition for both engines -- on the executors, with ``mapInArrow`` over Spark scans (curated
   precedence per hash partition of ``idempotency_key``); the counts are Spark aggregations, and the
   driver receives counts and bounded samples only, never the batch. The daily totals
-  (:meth:`~SparkEngine.daily_totals`) are a Spark ``groupBy``: the driver receives one row per group.
+  (:meth:`~SparkEngine.daily_totals`) are a Spark ``groupBy``: the driver receives one row per group;
+  so is curated's uniqueness check (:meth:`~SparkEngine.duplicate_keys`): two counts and a few keys.
   The master is ``WAP_SPARK_MASTER`` (``local[*]`` by default);
 * the lower-level reads (``scan_batch``, ``scan_keys``: tests and tools) are Spark scans collected as Arrow;
 * writes are Spark writes: ``writeTo(<table>.branch_<name>)`` with ``snapshot-property.*`` options
@@ -60,10 +61,12 @@ from wap_pipeline.iceberg.catalog import configured_properties, default_catalog_
 from wap_pipeline.iceberg.schemas import top_level_columns
 from wap_pipeline.rules.audit import AUDIT_COLUMNS, AuditResult, reason_counts, sample_ids
 from wap_pipeline.rules.curated import (
+    DUPLICATES_SAMPLE,
     EVENT_TIME,
     KEY,
     PAYLOAD,
     DedupWindow,
+    DuplicateKeys,
     MergePlan,
     combine_totals,
     days_window,
@@ -800,3 +803,24 @@ class SparkEngine:
             )
         )
         return combine_totals([to_arrow(grouped)])
+
+    def duplicate_keys(
+        self, curated: Table, window: DedupWindow, sample_size: int = DUPLICATES_SAMPLE
+    ) -> DuplicateKeys:
+        """A Spark ``groupBy(idempotency_key).count()`` of curated's rows in the window, on the executors:
+        the driver receives the rows and the repeated keys counted, and at most ``sample_size`` of those
+        keys, in key order with nulls last (as :func:`rules.curated.duplicates_of` picks them)."""
+        from pyspark.sql import functions as F
+
+        counts = self.session.table(self.identifier(curated)).where(_in_window(window)).groupBy(KEY).count()
+        totals = counts.agg(
+            F.sum("count").alias("rows"), F.sum(F.when(F.col("count") > 1, 1).otherwise(0)).alias("keys")
+        ).first()
+        rows, keys = int(totals["rows"] or 0), int(totals["keys"] or 0)
+        sample = {}
+        if keys:
+            repeated = (
+                counts.where(F.col("count") > 1).orderBy(F.col(KEY).asc_nulls_last()).limit(sample_size)
+            )
+            sample = {row[KEY]: int(row["count"]) for row in repeated.collect()}
+        return DuplicateKeys(rows, keys, sample)

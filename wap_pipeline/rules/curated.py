@@ -308,10 +308,57 @@ def daily_totals(curated_rows: pa.Table) -> pa.Table:
     return final_totals(partial_totals(curated_rows))
 
 
-def duplicate_keys(keys: pa.Array | pa.ChunkedArray) -> dict[str, int]:
-    """Keys that occur more than once, with their counts (the curated uniqueness check)."""
+KEY_COUNTS_SCHEMA = pa.schema([pa.field(KEY, pa.string()), pa.field("count", pa.int64(), nullable=False)])
+"""How often each idempotency_key occurs in some rows: what the uniqueness check counts per chunk."""
+DUPLICATES_SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class DuplicateKeys:
+    """What the curated uniqueness check found in a window."""
+
+    rows: int
+    """Rows checked."""
+    keys: int
+    """Distinct keys that occur more than once."""
+    sample: dict[str, int]
+    """The first few of them in key order (nulls last), with their counts: the same keys whoever
+    counted, in whatever order the rows came."""
+
+
+def key_counts(keys: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """:data:`KEY_COUNTS_SCHEMA` of one chunk of keys; chunks are then :func:`combine_key_counts`."""
     if len(keys) == 0:
-        return {}
+        return KEY_COUNTS_SCHEMA.empty_table()
     counts = pc.value_counts(keys)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-    return dict(zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist(), strict=True))
+    columns = {KEY: counts.field("values").cast(pa.string()), "count": counts.field("counts")}
+    return pa.table(columns).cast(KEY_COUNTS_SCHEMA)
+
+
+def combine_key_counts(parts: Iterable[pa.Table]) -> pa.Table:
+    """Key counts of disjoint sets of rows summed per key: the key counts of their union."""
+    parts = [part.cast(KEY_COUNTS_SCHEMA) for part in parts if part.num_rows]
+    if not parts:
+        return KEY_COUNTS_SCHEMA.empty_table()
+    if len(parts) == 1:
+        return parts[0]
+    grouped = pa.concat_tables(parts).group_by(KEY).aggregate([("count", "sum")])
+    return pa.table({KEY: grouped[KEY], "count": grouped["count_sum"]}).cast(KEY_COUNTS_SCHEMA)
+
+
+def duplicates_of(counts: pa.Table, sample_size: int = DUPLICATES_SAMPLE) -> DuplicateKeys:
+    """The uniqueness check's finding from combined key counts."""
+    repeated = counts.filter(pc.greater(counts["count"], 1))
+    order = pc.sort_indices(repeated, sort_keys=[(KEY, "ascending", "at_end")])
+    sample = repeated.take(order.slice(0, sample_size))
+    return DuplicateKeys(
+        rows=int(pc.sum(counts["count"]).as_py() or 0),
+        keys=repeated.num_rows,
+        sample=dict(zip(sample[KEY].to_pylist(), sample["count"].to_pylist(), strict=True)),
+    )
+
+
+def duplicate_keys(keys: pa.Array | pa.ChunkedArray, sample_size: int = DUPLICATES_SAMPLE) -> DuplicateKeys:
+    """Keys that occur more than once among keys held whole; a scan too large for that streams
+    :func:`key_counts` into :func:`combine_key_counts` and ends with :func:`duplicates_of`."""
+    return duplicates_of(key_counts(keys), sample_size)

@@ -34,7 +34,15 @@ def test_bench_runner_prints_every_measure_and_a_verdict_per_target(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     lines = result.stdout.splitlines()
 
-    for stage in ("floor", "raw append", "standardized", "curated", "daily totals", "whole batch"):
+    stages = (
+        "raw append",
+        "standardized",
+        "curated",
+        "keys unique check",
+        "row accounting check",
+        "daily totals",
+    )
+    for stage in ("floor", *stages, "whole batch"):
         pattern = rf"{stage}: {NUMBER} s, {NUMBER} rows/s, {NUMBER}x floor"
         assert any(re.match(pattern, line) for line in lines), f"no '{stage}' line in:\n{result.stdout}"
     for measure in ("peak RSS:", "WAP overhead:", "growth:", "ingest:", "latency:"):
@@ -45,7 +53,7 @@ def test_bench_runner_prints_every_measure_and_a_verdict_per_target(tmp_path):
     results = json.loads(output.read_text())
     assert results["main"]["rows"]["raw"] == 2000
     assert results["main"]["rows"]["curated"] == results["main"]["rows"]["standardized"] > 0
-    assert set(results["main"]["run"]["steps"]) == {"raw append", "standardized", "curated", "daily totals"}
+    assert set(results["main"]["run"]["steps"]) == set(stages)
     assert results["growth"]["batches"] == 2
     assert results["latency"]["events"] == 10
     assert [t["met"] for t in results["targets"]] == [v == "PASS" for v in verdicts]

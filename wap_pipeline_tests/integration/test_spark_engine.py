@@ -18,21 +18,29 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from wap_pipeline import aws
-from wap_pipeline.assets.curated import curated_events
+from wap_pipeline.assets.curated import (
+    ACCOUNTING_CHECK,
+    UNIQUE_CHECK,
+    curated_events,
+    curated_keys_unique,
+    curated_row_accounting,
+)
 from wap_pipeline.assets.daily_totals import curated_daily_totals
 from wap_pipeline.assets.standardized import AUDIT_CHECK, standardized_events
 from wap_pipeline.definitions import resources_for
+from wap_pipeline.engines.arrow import ArrowEngine
 from wap_pipeline.engines.spark import SparkEngine
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import lease, wap
 from wap_pipeline.iceberg.catalog import load_wap_catalog
+from wap_pipeline.iceberg.filters import window_filter
 from wap_pipeline.iceberg.schemas import RAW_SCHEMA, create_tables
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import EngineResource
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.resources.quarantine import Quarantine
 from wap_pipeline.resources.replay_grants import ReplayGrants
-from wap_pipeline.rules.curated import daily_totals
+from wap_pipeline.rules.curated import DedupWindow, daily_totals, duplicate_keys
 from wap_pipeline.rules.envelope import raw_rows
 from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline.settings import Settings
@@ -158,13 +166,19 @@ def land(settings: Settings, batch_id: str, data: bytes) -> None:
 
 
 def process(engine: str, batch_id: str):
-    """Materialize standardized, curated and the daily totals for one batch with the given engine,
-    in-process."""
+    """Materialize standardized, curated (with its blocking checks) and the daily totals for one batch
+    with the given engine, in-process."""
     resources = resources_for(Settings.from_env())
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(landing_batches.name, [batch_id])
         return materialize(
-            [standardized_events, curated_events, curated_daily_totals],
+            [
+                standardized_events,
+                curated_events,
+                curated_keys_unique,
+                curated_row_accounting,
+                curated_daily_totals,
+            ],
             partition_key=batch_id,
             instance=instance,
             resources={
@@ -190,13 +204,26 @@ def audit_outcome(result) -> dict:
     return {"passed": evaluation.passed, **metadata}
 
 
+def curated_checks(result) -> dict:
+    """Curated's blocking checks as they ended: passed and metadata, per check (none: not run)."""
+    return {
+        e.check_name: {"passed": e.passed, **{k: v.value for k, v in e.metadata.items()}}
+        for e in result.get_asset_check_evaluations()
+        if e.check_name in (UNIQUE_CHECK, ACCOUNTING_CHECK)
+    }
+
+
 def run_engine(use_catalog, engine: str) -> dict:
     settings = use_catalog(engine)
     outcomes = {}
     for batch_id, data in batches().items():
         land(settings, batch_id, data)
         result = process(engine, batch_id)
-        outcomes[batch_id] = {"success": result.success, "audit": audit_outcome(result)}
+        outcomes[batch_id] = {
+            "success": result.success,
+            "audit": audit_outcome(result),
+            "checks": curated_checks(result),
+        }
     tables = create_tables(load_wap_catalog(settings))
     standardized, curated = tables["standardized"], tables["curated"]
     failed_branch = wap.branch_name("b3")
@@ -258,6 +285,11 @@ def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtim
         "event_timestamp unparseable": 1,
     }
     assert arrow["abandoned"] and arrow["breaker"].status == "RED" and arrow["breaker"].batch_id == "b3"
+    # Curated's checks ran on the merged batches (the window of b2 holds all of curated), not on b3.
+    b2_checks = arrow["outcomes"]["b2"]["checks"]
+    assert b2_checks[UNIQUE_CHECK]["passed"] and b2_checks[ACCOUNTING_CHECK]["passed"]
+    assert (b2_checks[UNIQUE_CHECK]["rows_checked"], b2_checks[UNIQUE_CHECK]["duplicate_keys"]) == (52, 0)
+    assert arrow["outcomes"]["b3"]["checks"] == {}
     assert len(arrow["standardized"]) == 40 + 18 - 1  # b2 minus the quarantined record
     assert len(arrow["curated"]) == 40 + 12
     (replayed,) = [r for r in arrow["curated"] if r["event_id"] == "evt_replay"]
@@ -265,7 +297,7 @@ def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtim
         "granted: it superseded the original"
     )
 
-    # Parity: same outcomes, audit metadata, rows, failed branch, bookmark and published batches.
+    # Parity: same outcomes, audit and check metadata, rows, failed branch, bookmark and published batches.
     assert spark["outcomes"] == arrow["outcomes"]
     assert spark["standardized"] == arrow["standardized"]
     assert spark["curated"] == arrow["curated"]
@@ -281,6 +313,51 @@ def test_spark_and_arrow_give_identical_results(use_catalog, spark_engine_runtim
     assert spark["published"] == arrow["published"]
     assert (spark["breaker"].status, spark["breaker"].batch_id) == ("RED", "b3")
     assert arrow["untagged"] == spark["untagged"] == []
+
+
+def test_both_engines_find_the_same_duplicate_keys(use_catalog, spark_engine_runtime):
+    """Curated's uniqueness check through each engine (arrow a data file at a time, Spark on its
+    executors) finds what the pure rule finds in the window's keys held whole: the same count, and the
+    same sample of the first keys in key order, spread over files and days."""
+    settings = use_catalog("duplicates")
+    curated = create_tables(load_wap_catalog(settings))["curated"]
+    day = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    # Four commits (files) over three days: 15 keys repeated across files and days (k19 three times),
+    # and copies outside the window that must not count.
+    plan = [
+        (0, [f"k{n:02d}" for n in range(20)]),
+        (1, [f"k{n:02d}" for n in range(6, 20)] + ["solo-1", "solo-2"]),
+        (1, ["k19", "k00"]),
+        (5, ["solo-1", "k03"]),  # outside the window
+    ]
+    for number, (offset, keys) in enumerate(plan):
+        rows = [
+            {
+                "idempotency_key": key,
+                "event_timestamp": day + timedelta(days=offset, minutes=n),
+                "payload": "{}",
+                "batch_id": f"d{number}",
+                "is_replay": False,
+                "curated_at": day,
+            }
+            for n, key in enumerate(keys)
+        ]
+        curated.append(pa.Table.from_pylist(rows, schema=curated.schema().as_arrow()))
+    window = DedupWindow(day - timedelta(days=1), day + timedelta(days=3))
+
+    expected = duplicate_keys(curated.scan(row_filter=window_filter(window)).to_arrow()["idempotency_key"])
+    assert (expected.rows, expected.keys) == (20 + 16 + 2, 15)
+    assert list(expected.sample) == ["k00", *(f"k{n:02d}" for n in range(6, 15))]
+    assert expected.sample["k00"] == 2
+    arrow, spark = ArrowEngine(), SparkEngine.from_settings(settings)
+    assert arrow.duplicate_keys(curated, window) == expected
+    assert spark.duplicate_keys(curated, window) == expected
+    shorter = {"k00": 2, "k06": 2, "k07": 2}
+    assert (
+        arrow.duplicate_keys(curated, window, 3).sample
+        == spark.duplicate_keys(curated, window, 3).sample
+        == shorter
+    )
 
 
 def test_batches_published_by_one_engine_are_read_by_the_other(use_catalog, spark_engine_runtime):

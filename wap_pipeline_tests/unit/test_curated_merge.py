@@ -6,13 +6,17 @@ from hypothesis import strategies as st
 
 from wap_pipeline.rules.curated import (
     INT64_MAX,
+    DuplicateKeys,
     TotalsOverflowError,
+    combine_key_counts,
     combine_totals,
     daily_totals,
     dedup_window,
     duplicate_keys,
+    duplicates_of,
     event_days,
     final_totals,
+    key_counts,
     partial_totals,
     plan_merge,
 )
@@ -176,6 +180,26 @@ _TOTALS_ROWS = st.lists(
 )
 
 
+@given(
+    st.lists(st.one_of(st.none(), st.sampled_from("abcdefghijklmnop")), max_size=60),
+    st.lists(st.integers(0, 60), max_size=6),
+    st.randoms(use_true_random=False),
+)
+@settings(max_examples=200, deadline=None)
+def test_duplicates_counted_chunk_by_chunk_are_those_of_the_whole(keys, cuts, rng):
+    """The uniqueness check streamed a data file at a time (key counts combined in any order and
+    grouping) finds exactly what it finds in the keys held whole."""
+    array = pa.array(keys, pa.large_string())
+    bounds = sorted({0, len(array), *(c for c in cuts if c <= len(array))})
+    parts = [key_counts(array.slice(a, b - a)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    rng.shuffle(parts)
+    running = combine_key_counts([])
+    for part in parts:
+        running = combine_key_counts([running, part])
+    assert duplicates_of(running, sample_size=4) == duplicate_keys(array, sample_size=4)
+    assert duplicates_of(combine_key_counts(parts), 4) == duplicate_keys(array, 4)
+
+
 @given(_TOTALS_ROWS, st.lists(st.integers(0, 40), max_size=5), st.randoms(use_true_random=False))
 @settings(max_examples=200, deadline=None)
 def test_totals_combined_from_chunks_are_the_totals_of_the_whole(items, cuts, rng):
@@ -229,9 +253,15 @@ def test_a_chunk_past_int64_is_fine_when_the_day_is_not():
 
 
 def test_duplicate_keys_and_event_days():
-    keys = pa.array(["a", "b", "a", "c", "a", "b"])
-    assert duplicate_keys(keys) == {"a": 3, "b": 2}
-    assert duplicate_keys(pa.array(["x", "y"])) == {}
+    keys = pa.array(["b", "a", "b", "c", "b", "a"])
+    assert duplicate_keys(keys) == DuplicateKeys(rows=6, keys=2, sample={"a": 2, "b": 3})
+    assert duplicate_keys(pa.array(["x", "y"])) == DuplicateKeys(rows=2, keys=0, sample={})
+    assert duplicate_keys(pa.array([], pa.large_string())) == DuplicateKeys(rows=0, keys=0, sample={})
+    # The sample: the first keys in key order (the same whoever counted), nulls last.
+    many = pa.array([f"k{n:02d}" for n in range(30, 0, -1)] * 2 + [None, None], pa.large_string())
+    found = duplicate_keys(many, sample_size=3)
+    assert (found.rows, found.keys, found.sample) == (62, 31, {"k01": 2, "k02": 2, "k03": 2})
+    assert list(duplicate_keys(pa.array([None, "z", None, "z"])).sample) == ["z", None]
     rows = event_rows(
         ("a", T0, "x", "EUR", 1), ("b", T0 + timedelta(days=2), "x", "EUR", 1), ("c", T0, "x", "EUR", 1)
     )
