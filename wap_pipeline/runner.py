@@ -99,7 +99,14 @@ def _reconstructable(job_name: str):
     repository = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
     )
-    return repository.get_reconstructable_job(job_name)
+    job = repository.get_reconstructable_job(job_name)
+    # Dagster keeps the last job definition it loaded, per process, and the definitions are wired
+    # from the process's environment when they load (wap_pipeline.definitions). A process may drive
+    # several environments one after another (the chaos harness runs the CLIs in-process, one
+    # schedule's state after another's): each run loads the code location afresh.
+    type(job).get_definition.cache_clear()
+    type(job).get_repository_definition.cache_clear()
+    return job
 
 
 def launch_run(
