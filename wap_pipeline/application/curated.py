@@ -53,6 +53,12 @@ class Merged:
     compacted: CompactionResult
 
 
+def curated_commit_summary(table: Table, batch_id: str) -> dict[str, str] | None:
+    """The accounting properties of the commit that merged ``batch_id`` (None if not merged)."""
+    snapshots = wap.batch_snapshots(table, batch_id)
+    return dict(snapshots[-1].summary.additional_properties) if snapshots else None
+
+
 def merge_batch(ports: CuratePorts, batch_id: str) -> AlreadyMerged | Merged:
     """Raises :class:`NotInStandardizedError` when standardized has not published the batch."""
     table, io = ports.curated, ports.engine

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import In
 from pyiceberg.table import Table
 
+from wap_pipeline.application.curated import curated_commit_summary
 from wap_pipeline.engines import Engine
 from wap_pipeline.iceberg import wap
 from wap_pipeline.rules.curated import final_totals
@@ -64,12 +65,12 @@ def recompute_days(ports: TotalsPorts, batch_id: str) -> AlreadyRecomputed | Rec
     # Recomputed by every batch: a table trimmed before it carried a ledger starts one (lost_ok).
     if batch_id in wap.ledger(table, lost_ok=True):
         return AlreadyRecomputed(batch_id)
-    merges = wap.batch_snapshots(curated, batch_id)
-    if not merges:
+    summary = curated_commit_summary(curated, batch_id)
+    if summary is None:
         raise NotInCuratedError(
             f"batch {batch_id} is not merged into curated/events; totals cannot be computed"
         )
-    touched = merges[-1].summary.additional_properties.get(wap.CURATED_TOUCHED_DAYS, "")
+    touched = summary.get(wap.CURATED_TOUCHED_DAYS, "")
     days = [date.fromisoformat(day) for day in touched.split(",") if day]
     properties = {
         wap.BATCH_ID_PROPERTY: batch_id,

@@ -22,9 +22,14 @@ from dagster import (
     asset,
     asset_check,
 )
-from pyiceberg.table import Table
 
-from wap_pipeline.application.curated import AlreadyMerged, CuratePorts, NotInStandardizedError, merge_batch
+from wap_pipeline.application.curated import (
+    AlreadyMerged,
+    CuratePorts,
+    NotInStandardizedError,
+    curated_commit_summary,
+    merge_batch,
+)
 from wap_pipeline.assets.common import guarded_by_breaker
 from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.iceberg import wap
@@ -59,12 +64,6 @@ def _window_of(summary: dict) -> DedupWindow | None:
         return None
     start, end = raw.split("/")
     return DedupWindow(datetime.fromisoformat(start), datetime.fromisoformat(end))
-
-
-def curated_commit_summary(table: Table, batch_id: str) -> dict[str, str] | None:
-    """The accounting properties of the commit that merged ``batch_id`` (None if not merged)."""
-    snapshots = wap.batch_snapshots(table, batch_id)
-    return dict(snapshots[-1].summary.additional_properties) if snapshots else None
 
 
 @asset(
