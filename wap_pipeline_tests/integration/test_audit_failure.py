@@ -15,6 +15,7 @@ from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.settings import Settings
+from wap_pipeline_tests.inprocess import drive, failed_runs
 from wap_pipeline_tests.integration.cli import run_cli
 from wap_pipeline_tests.integration.helpers import check_evaluations
 
@@ -31,8 +32,7 @@ def test_failed_audit_blocks_publish_and_trips_the_breaker(stack):
     bad = events[7]
     bad["idempotency_key"] = None
     send(stack, events)
-    result = run_cli("run", "--until-idle", check=False)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert failed_runs(drive())
 
     tables = load_tables(load_wap_catalog(stack))
     standardized = tables["standardized"]
@@ -69,8 +69,7 @@ def test_failed_audit_blocks_publish_and_trips_the_breaker(stack):
 
     # A later batch fails fast: nothing of it is read or written while the breaker is RED.
     send(stack, make_events(10, seed=12))
-    result = run_cli("run", "--until-idle", check=False)
-    assert result.returncode == 1
+    assert failed_runs(drive())
     assert tables["raw"].refresh().scan().to_arrow().num_rows == 30
     with DagsterInstance.get() as instance:
         assert len(instance.get_dynamic_partitions("landing_batches")) == 2

@@ -11,6 +11,7 @@ from dagster import DagsterInstance
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.rules.curated import daily_totals
+from wap_pipeline_tests.inprocess import drive, failed_runs
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import (
     breaker_state,
@@ -38,9 +39,9 @@ def totals_as_dict(table: pa.Table) -> dict:
 def test_checks_pass_with_metadata_and_daily_totals_match_curated(stack):
     first, second = make_events(30, seed=51), make_events(20, seed=52)
     send(stack, first)
-    run_cli("run", "--until-idle")
+    drive()
     send(stack, second + first[:5])  # five SQS-style duplicates of already curated events
-    run_cli("run", "--until-idle")
+    drive()
     older, newer = batch_ids()
 
     accounting = {e.partition: e for e in check_evaluations(["curated", "events"], "row_accounting")}
@@ -67,14 +68,14 @@ def test_a_replay_supersedes_a_published_original_once_and_totals_follow(stack, 
     events = make_events(12, seed=61)
     original = events[4]
     send(stack, events)
-    run_cli("run", "--until-idle")
+    drive()
     # Found wrong after publishing: quarantine it and re-inject the corrected copy as a replay.
     patcher("quarantine", "add", original["event_id"], "--reason", "amount wrong at source")
     corrected = {**original, "amount_minor": original["amount_minor"] + 1}
     fixed = tmp_path / "fixed.ndjson"
     fixed.write_bytes(orjson.dumps(corrected) + b"\n")
     patcher("replay", str(fixed), "--reason", "amount corrected")
-    run_cli("run", "--until-idle")
+    drive()
 
     counts = curated_key_counts(stack)
     assert counts[original["idempotency_key"]] == 1 and len(counts) == 12
@@ -102,13 +103,13 @@ def test_a_replay_supersedes_a_published_original_once_and_totals_follow(stack, 
 def test_a_duplicate_in_curated_fails_the_check_trips_the_breaker_and_blocks_totals(stack):
     events = make_events(10, seed=71)
     send(stack, events[:5])
-    run_cli("run", "--until-idle")
+    drive()
     # Another writer (not this pipeline) slips a second copy of a curated key into the table.
     curated = tables(stack)["curated"]
     rogue = curated.scan().to_arrow().slice(0, 1)
     curated.append(rogue)
     send(stack, events[5:])
-    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    assert failed_runs(drive()), "the batch's run failed"
 
     batch = batch_ids()[-1]
     unique = {e.partition: e for e in check_evaluations(["curated", "events"], "keys_unique_in_window")}

@@ -17,6 +17,7 @@ import pytest
 
 from wap_pipeline.events import make_events
 from wap_pipeline.lambda_handlers.dlq_autofix import run_once
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import (
     assert_calls_allowed,
@@ -43,7 +44,7 @@ def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack
     }
     send_raw(stack, [orjson.dumps(e).decode() for e in valid])
     ids = dict(zip(bodies, send_raw(stack, list(bodies.values())), strict=True))
-    run_cli("run", "--until-idle")
+    drive()
     assert {m.message_id for m in dlq_messages(stack)} == set(ids.values()), "the redrive policy moved them"
     calls = {"WAP_AWS_CALL_LOG": str(tmp_path / "aws-calls.jsonl")}
 
@@ -86,7 +87,7 @@ def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack
     monkeypatch.delenv("WAP_AWS_CALL_LOG")
 
     # The replays flow to curated: every fixed message exactly once, the truncated one still in the DLQ.
-    run_cli("run", "--until-idle")
+    drive()
     counts = curated_key_counts(stack)
     fixed = [*valid, tab, bom, comma, nel]
     assert counts == Counter({e["idempotency_key"]: 1 for e in fixed})
@@ -128,7 +129,7 @@ def test_patch_edit_and_autofix_take_every_fixable_message_to_curated_once(stack
 def test_patch_and_edit_refuse_before_touching_anything(stack):
     """Exit codes as the other verbs: 2 usage, 3 not in the DLQ, 4 the ingest queue not allow-listed."""
     (dead,) = send_raw(stack, ["{'single': 'quotes'}"])
-    run_cli("run", "--until-idle")
+    drive()
     assert patcher("dlq", "patch", "--remove-chars", "\\t", check=False).returncode == 2
     missing = patcher(
         "dlq", "patch", "--message-id", dead, "--message-id", "nope", "--remove-chars", "\\t", check=False

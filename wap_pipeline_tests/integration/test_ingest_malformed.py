@@ -10,6 +10,7 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 
 from wap_pipeline.events import make_events
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import curated_key_counts, dlq_messages, send_raw, tables
 from wap_pipeline_tests.malformed import MALFORMED
@@ -36,7 +37,7 @@ def test_every_malformed_kind_ends_in_the_dlq_and_valid_neighbours_land_once(sta
     ids = send_raw(stack, [body for _, body in bodies])
     kind_of = {message_id: kind for message_id, (kind, _) in zip(ids, bodies, strict=True)}
 
-    run_cli("run", "--until-idle")
+    drive()
 
     in_dlq = dlq_messages(stack)
     assert Counter(kind_of[m.message_id] for m in in_dlq) == Counter(MALFORMED.keys())
@@ -90,7 +91,7 @@ def test_dlq_redrive_after_a_fix_keeps_the_original_message_id(stack):
     moved = json.loads(patcher("--json", "dlq", "redrive", "--reason", "size limit fixed").stdout)
     assert [m["original_message_id"] for m in moved] == [ids[2]]
     assert dlq_messages(stack) == []
-    run_cli("run", "--until-idle")
+    drive()
 
     raw = tables(stack)["raw"].scan().to_arrow().to_pylist()
     redriven = [r for r in raw if r["original_message_id"] == ids[2]]
@@ -103,7 +104,7 @@ def test_dlq_redrive_after_a_fix_keeps_the_original_message_id(stack):
 
 def test_purge_needs_confirmation_and_records_what_it_deleted(stack):
     ids = send_raw(stack, [MALFORMED["xml"], MALFORMED["bare_array"]])
-    run_cli("run", "--until-idle")
+    drive()
     assert len(dlq_messages(stack)) == 2
     refused = patcher("dlq", "purge", check=False)
     assert refused.returncode == 3 and len(dlq_messages(stack)) == 2

@@ -10,6 +10,7 @@ import pytest
 from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.provision import queue_url
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import run_cli
 from wap_pipeline_tests.integration.helpers import check_evaluations, curated_key_counts, land_file, send
 
@@ -25,11 +26,11 @@ def _bodies(events: list[dict]) -> list[str]:
 def test_a_late_file_under_yesterdays_hour_folder_reaches_curated(stack):
     first = make_events(20, seed=71)
     send(stack, first)
-    run_cli("run", "--until-idle")
+    drive()
     late = make_events(10, seed=72)
     # A delivery Firehose retried for a day: named after yesterday's hour, created now.
     land_file(stack, _bodies(late), hour_folder=datetime.now(UTC) - timedelta(days=1))
-    run_cli("run", "--until-idle")
+    drive()
     assert set(curated_key_counts(stack)) == {e["idempotency_key"] for e in first + late}
     run_cli("status", "--check")
     assert json.loads(run_cli("reconcile", "--json", env=NO_GRACE).stdout)["unbatched"] == []

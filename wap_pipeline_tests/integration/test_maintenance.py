@@ -15,6 +15,7 @@ import pytest
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.operations.maintenance import LAYERS
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import send, tables
 
@@ -43,7 +44,7 @@ def _age_every_file(root: Path, seconds: float) -> int:
 def test_expire_everything_but_the_head_then_rerun_every_old_batch_changes_no_table(stack):
     for wave in range(3):  # one batch per wave: each `run --until-idle` lands and processes it
         send(stack, make_events(40, seed=wave))
-        run_cli("run", "--until-idle")
+        drive()
     batches = wap.published_batches(tables(stack)["standardized"])
     assert len(batches) >= 3
     assert all(wap.is_published(tables(stack)[layer], b) for layer in LAYERS for b in batches)
@@ -81,7 +82,7 @@ def test_maintenance_keeps_the_commits_a_later_layer_still_needs(stack):
     """A batch that failed its audit sits in raw, not in standardized: raw's commit of it (its
     bookmark and landing time, the audit's reference) survives any expiry until the batch is through."""
     send(stack, make_events(30, seed=7))
-    run_cli("run", "--until-idle")
+    drive()
     events = make_events(20, seed=8)
     events[3]["idempotency_key"] = None
     send(stack, events)

@@ -17,6 +17,7 @@ from dagster import AssetKey, DagsterInstance
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.rules.replays import ReplayGrant, body_sha256
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import replay_grants, send, send_raw, tables
 
@@ -45,7 +46,7 @@ def test_a_producers_is_replay_stays_masked_and_only_data_patchers_replay_passes
     events = make_events(8, seed=171)
     original = events[2]
     send(stack, events)
-    run_cli("run", "--until-idle")
+    drive()
     patcher("quarantine", "add", original["event_id"], "--reason", "amount wrong at source")
 
     # A producer re-sends "fixed" copies claiming to be replays: attribute, body, a made-up token.
@@ -64,7 +65,7 @@ def test_a_producers_is_replay_stays_masked_and_only_data_patchers_replay_passes
             {"is_replay": "true", "idempotency_key": key, "replay_token": "0" * 32},
         ],
     )
-    run_cli("run", "--until-idle")
+    drive()
     claims_batch = newest_batch(stack)
     assert wap.scan_batch(tables(stack)["standardized"], wap.MAIN, claims_batch).num_rows == 0, "all masked"
     row = curated_row(stack, original["event_id"])
@@ -82,7 +83,7 @@ def test_a_producers_is_replay_stays_masked_and_only_data_patchers_replay_passes
     assert (dry["injected"], dry["refused"], dry["dry_run"]) == (0, 0, True)
     replayed = json.loads(patcher("--json", "replay", str(fixed), "--reason", "amount corrected").stdout)
     assert (replayed["injected"], replayed["refused"]) == (1, 0)
-    run_cli("run", "--until-idle")
+    drive()
     replay_batch = newest_batch(stack)
     row = curated_row(stack, original["event_id"])
     assert (row["amount_minor"], row["is_replay"]) == (corrected["amount_minor"], True)
@@ -93,7 +94,7 @@ def test_a_producers_is_replay_stays_masked_and_only_data_patchers_replay_passes
     (token,) = [r["replay_token"] for r in raw if r["replay_token"]]
     stolen = {**corrected, "amount_minor": corrected["amount_minor"] + 999}
     send(stack, [stolen], [{"is_replay": "true", "idempotency_key": key, "replay_token": token}])
-    run_cli("run", "--until-idle")
+    drive()
     stolen_batch = newest_batch(stack)
     assert wap.scan_batch(tables(stack)["standardized"], wap.MAIN, stolen_batch).num_rows == 0
     assert standardized_materializations()[stolen_batch]["unauthorized_replays"] == 1

@@ -8,6 +8,7 @@ from dagster import DagsterInstance
 
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send, tables
 
@@ -23,8 +24,7 @@ def test_schema_mismatch_then_evolve_reset_and_redrive_publishes_the_same_files_
     first = make_events(20, seed=21)
     first[3]["loyalty_tier"] = "gold"  # a field the schema does not have
     send(stack, first)
-    failed = run_cli("run", "--until-idle", check=False)
-    assert failed.returncode == 1
+    assert run_cli("run", "--until-idle", check=False).returncode == 1
     (batch,) = batch_ids()
     state = breaker_state(stack)
     assert state.status == "RED" and state.batch_id == batch and "loyalty_tier" in state.reason
@@ -98,7 +98,7 @@ def test_cde_violation_quarantine_reset_rerun_then_replay_is_published(stack, tm
     fixed_file.write_bytes(orjson.dumps(fixed) + b"\n")
     replayed = json.loads(patcher("--json", "replay", str(fixed_file), "--reason", "key restored").stdout)
     (new_message_id,) = [r["new_message_id"] for r in replayed["records"]]
-    run_cli("run", "--until-idle")
+    drive()
     counts = curated_key_counts(stack)
     assert counts[fixed["idempotency_key"]] == 1
     assert set(counts) == {e["idempotency_key"] for e in events if e["idempotency_key"]} | {

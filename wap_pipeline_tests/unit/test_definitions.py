@@ -54,3 +54,12 @@ def test_no_asset_or_resource_reads_the_environment():
         if "from_env(" in path.read_text() or "os.environ" in path.read_text()
     ]
     assert readers == []
+
+
+def test_nothing_in_the_product_reads_the_faults_variable():
+    """Failpoints are armed by the tests' hooks plugin, not by the product."""
+    package = ROOT / "wap_pipeline"
+    readers = [
+        str(p.relative_to(ROOT)) for p in sorted(package.rglob("*.py")) if "WAP_FAULTS" in p.read_text()
+    ]
+    assert readers == []
