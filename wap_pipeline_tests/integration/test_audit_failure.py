@@ -15,7 +15,7 @@ from wap_pipeline.ingest.producer import send_bodies
 from wap_pipeline.provision import queue_url
 from wap_pipeline.resources.breaker import CircuitBreaker
 from wap_pipeline.settings import Settings
-from wap_pipeline_tests.inprocess import drive, failed_runs
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import run_cli
 from wap_pipeline_tests.integration.helpers import check_evaluations
 
@@ -32,7 +32,7 @@ def test_failed_audit_blocks_publish_and_trips_the_breaker(stack):
     bad = events[7]
     bad["idempotency_key"] = None
     send(stack, events)
-    assert failed_runs(drive())
+    assert drive().failed
 
     tables = load_tables(load_wap_catalog(stack))
     standardized = tables["standardized"]
@@ -69,7 +69,7 @@ def test_failed_audit_blocks_publish_and_trips_the_breaker(stack):
 
     # A later batch fails fast: nothing of it is read or written while the breaker is RED.
     send(stack, make_events(10, seed=12))
-    assert failed_runs(drive())
+    assert drive().failed
     assert tables["raw"].refresh().scan().to_arrow().num_rows == 30
     with DagsterInstance.get() as instance:
         assert len(instance.get_dynamic_partitions("landing_batches")) == 2

@@ -11,7 +11,7 @@ from dagster import DagsterInstance
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.rules.curated import daily_totals
-from wap_pipeline_tests.inprocess import drive, failed_runs
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import (
     breaker_state,
@@ -109,7 +109,7 @@ def test_a_duplicate_in_curated_fails_the_check_trips_the_breaker_and_blocks_tot
     rogue = curated.scan().to_arrow().slice(0, 1)
     curated.append(rogue)
     send(stack, events[5:])
-    assert failed_runs(drive()), "the batch's run failed"
+    assert drive().failed, "the batch's run failed"
 
     batch = batch_ids()[-1]
     unique = {e.partition: e for e in check_evaluations(["curated", "events"], "keys_unique_in_window")}
