@@ -106,6 +106,10 @@ def _report(result: dict, done: int, total: int, verbose: bool) -> None:
         f"{result['description']}",
         flush=True,
     )
+    if result["killed"] is False:  # how the faulted runs ended instead (a timeout? nothing to do?)
+        for line in result["transcript"]:
+            if line.startswith("$ WAP_FAULTS=") or "(the second runner)" in line:
+                print(f"      {line}", flush=True)
     for violation in result["violations"]:
         print(f"      violation: {violation}", flush=True)
     if verbose or not result["passed"]:

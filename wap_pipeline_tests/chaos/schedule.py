@@ -130,9 +130,9 @@ def _send(settings: Settings, messages: list[Message]) -> None:
     record_sent(settings, sum(1 for m in messages if m.kind not in ("duplicate", "correction")))
 
 
-def _faults(plan: Plan, with_kill: bool) -> str:
+def _faults(plan: Plan, with_kill: bool, lost_response: bool = True) -> str:
     """WAP_FAULTS for the faulted run: the kill -9, and a commit whose response is lost (raise once)."""
-    faults = {plan.lost_response: "raise"} if plan.lost_response else {}
+    faults = {plan.lost_response: "raise"} if plan.lost_response and lost_response else {}
     if with_kill and plan.kill_point:
         faults[plan.kill_point] = "kill"
     return ",".join(f"{point}={action}" for point, action in faults.items())
@@ -231,6 +231,11 @@ def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
         f"WAP_FAULTS={faults} wap-pipeline run --until-idle",
         transcript,
     )
+    return _killed(status)
+
+
+def _killed(status: int | None) -> bool:
+    """Whether a forked run's wait status says a `kill` fault SIGKILLed it (None: it timed out)."""
     return status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
@@ -377,8 +382,14 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
                 writer.start()
             failpoints.reset()
             # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
-            # the writer leases keep them from committing to one table at once.
-            second = _fork_run("", state / "second-runner.log") if plan.second_runner else None
+            # the writer leases keep them from committing to one table at once. It carries the same
+            # kill: which of the two reaches the point first is a race (on a loaded machine the second
+            # one often drains the queue before the first starts), and the kill is the point.
+            second = (
+                _fork_run(_faults(plan, with_kill=True, lost_response=False), state / "second-runner.log")
+                if plan.second_runner
+                else None
+            )
             if plan.kill_point:
                 outcome.killed = _kill_run(plan, state, outcome.transcript)
             else:
@@ -386,7 +397,11 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
                 operator.wap("run", "--until-idle", "--timeout", "240")
                 os.environ.pop("WAP_FAULTS", None)
             if second is not None:
-                _wait(second, "wap-pipeline run --until-idle  (the second runner)", outcome.transcript)
+                status = _wait(
+                    second, "wap-pipeline run --until-idle  (the second runner)", outcome.transcript
+                )
+                if plan.kill_point and _killed(status):
+                    outcome.killed = True
             if writer is not None:
                 writer.stop.set()
                 writer.join()
