@@ -55,6 +55,22 @@ query Status($runId: ID!) {
   runOrError(runId: $runId) { __typename ... on Run { status stepKeysToExecute } ... on Error { message } }
 }"""
 
+_LOCATIONS = """
+query Locations {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}"""
+_DAEMONS = """
+query Daemons { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
+
 
 class WebserverError(RuntimeError):
     """The webserver is unreachable or answered with an error."""
@@ -93,6 +109,25 @@ class DagsterWebserver:
             return requests.get(f"{self.url}/server_info", timeout=5).ok
         except requests.RequestException:
             return False
+
+    def code_location_loaded(self, name: str = CODE_LOCATION) -> bool:
+        """Whether the code location ``name`` has loaded; a location that failed to load is an error."""
+        data = self._query(_LOCATIONS, {})["workspaceOrError"]
+        if data["__typename"] != "Workspace":
+            raise WebserverError(f"workspace unavailable: {data.get('message')}")
+        for entry in data["locationEntries"]:
+            if entry["name"] != name or entry["loadStatus"] != "LOADED":
+                continue
+            loaded = entry["locationOrLoadError"] or {}
+            if loaded.get("__typename") == "PythonError":
+                raise WebserverError(f"code location {name} failed to load: {loaded.get('message')}")
+            return loaded.get("__typename") == "RepositoryLocation"
+        return False
+
+    def unhealthy_daemons(self) -> list[str]:
+        """The required daemons without a recent heartbeat (empty: the daemon is up and well)."""
+        statuses = self._query(_DAEMONS, {})["instance"]["daemonHealth"]["allDaemonStatuses"]
+        return [s["daemonType"] for s in statuses if s["required"] and not s["healthy"]]
 
     def _query(self, query: str, variables: dict) -> dict:
         try:
