@@ -18,6 +18,9 @@ first starts it and stops it after the last has finished. File locks in the home
   before stopping it (so waits for the others);
 * ``.stack.json`` -- the webserver's URL, written once the stack answers.
 
+Before stopping, the owner waits for the runs the daemon queued or started meanwhile (its sensors keep
+working while the stack is up); a new owner marks failed any run an earlier stack left unfinished.
+
 The stack's workspace file, log and code server port live in ``.stack/`` under the home.
 """
 
@@ -36,6 +39,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from wap_pipeline.runner import executed_by_a_runner
 from wap_pipeline.webserver import CODE_LOCATION, DagsterWebserver, WebserverError
 
 USERS_LOCK = ".stack-users.lock"
@@ -44,6 +50,8 @@ STATE_FILE = ".stack.json"
 STACK_DIR = ".stack"
 DEFINITIONS_MODULE = "wap_pipeline.definitions"
 STOP_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 600.0
+_STARTED = (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
 
 
 class StackError(RuntimeError):
@@ -119,6 +127,7 @@ def _running_stack_url(home: Path) -> str | None:
 
 def _own_stack(home: Path, users: IO, deadline: float) -> Iterator[str]:
     (home / STATE_FILE).unlink(missing_ok=True)  # a dead owner's
+    fail_runs_left_by_a_stopped_stack(home)
     workdir = home / STACK_DIR
     workdir.mkdir(exist_ok=True)
     web_port = _free_port()
@@ -143,8 +152,44 @@ def _own_stack(home: Path, users: IO, deadline: float) -> Iterator[str]:
     finally:
         if ready:
             fcntl.flock(users, fcntl.LOCK_EX)  # the other users finish first
+            _drain(DagsterWebserver(url), log_path)  # and the runs the daemon started meanwhile
         (home / STATE_FILE).unlink(missing_ok=True)
         _stop(supervisor)
+
+
+def fail_runs_left_by_a_stopped_stack(home: Path) -> list[str]:
+    """Mark failed the runs a stack's daemon started that never finished (their stack was stopped, or
+    its owner killed, mid-run): no stack serves ``home`` now -- the caller holds the owner lock -- so
+    nothing would ever finish them, and a batch whose newest run looks "still going" is never re-driven.
+
+    Runs a headless runner executes in its own process are left to
+    :func:`wap_pipeline.runner.fail_orphaned_runs`, which checks that process. One Dagster deployment
+    serves a home at a time: a webserver of its own on this home belongs at ``--url``.
+    """
+    failed = []
+    with DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(RunsFilter(statuses=list(_STARTED))):
+            if executed_by_a_runner(run.run_id, run.tags):
+                continue
+            instance.report_run_failed(run, "the Dagster services running it stopped before it finished")
+            failed.append(run.run_id)
+    return failed
+
+
+def _drain(api: DagsterWebserver, log_path: Path) -> None:
+    """Wait (up to DRAIN_TIMEOUT_S) for the runs the stack's daemon queued or started to finish."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if not api.active_daemon_runs():
+                return
+        except WebserverError:
+            return  # the stack is going anyway
+        time.sleep(1.0)
+    with log_path.open("a") as log:
+        log.write(
+            f"stopping with runs still active after {DRAIN_TIMEOUT_S:.0f}s; the next stack fails them\n"
+        )
 
 
 def _wait_until_ready(

@@ -138,6 +138,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def executed_by_a_runner(run_id: str, tags: dict[str, str]) -> bool:
+    """Whether a headless runner executes (or executed) the run ``run_id`` in its own process, rather
+    than a daemon's run worker (a re-execution inherits its parent's tags, executor tag included)."""
+    return tags.get(EXECUTOR_TAG, "").endswith(f":{run_id}")
+
+
 def fail_orphaned_runs(instance: DagsterInstance, log: Callable[[str], None] = lambda m: None) -> list[str]:
     """Mark FAILED the headless runs of this host whose process died (killed, OOM) mid-run.
 

@@ -21,7 +21,13 @@ import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from wap_pipeline.jobs import PIPELINE_JOB
-from wap_pipeline.runner import CODE_LOCATION, PARTITION_TAG, SINGLETON_REPOSITORY, select_batches_to_redrive
+from wap_pipeline.runner import (
+    CODE_LOCATION,
+    PARTITION_TAG,
+    SINGLETON_REPOSITORY,
+    executed_by_a_runner,
+    select_batches_to_redrive,
+)
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
@@ -161,6 +167,20 @@ class DagsterWebserver:
             if len(results) < _PAGE:
                 return latest
             cursor = results[-1]["runId"]
+
+    def active_daemon_runs(self) -> list[str]:
+        """Runs queued or going that the daemon launched (not those a headless runner executes itself)."""
+        statuses = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+        data = self._query(_RUNS, {"filter": {"statuses": statuses}, "cursor": None, "limit": _PAGE})[
+            "runsOrError"
+        ]
+        if data["__typename"] != "Runs":
+            raise WebserverError(f"listing runs failed: {data.get('message')}")
+        return [
+            run["runId"]
+            for run in data["results"]
+            if not executed_by_a_runner(run["runId"], {t["key"]: t["value"] for t in run["tags"]})
+        ]
 
     def partition_keys(self, asset_path: list[str]) -> list[str]:
         data = self._query(_PARTITIONS, {"path": asset_path})["assetNodeOrError"]
