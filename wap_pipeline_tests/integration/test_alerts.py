@@ -7,7 +7,7 @@ import pytest
 from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.provision import alerts_local_queue, queue_url
-from wap_pipeline_tests.integration.cli import run_cli
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.helpers import breaker_state, send
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def test_a_breaker_trip_is_published_to_the_alerts_topic_once(stack):
     events = make_events(10, seed=91)
     events[4]["idempotency_key"] = None
     send(stack, events)
-    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    assert drive().failed
     state = breaker_state(stack)
     assert state.is_red
 
@@ -38,5 +38,5 @@ def test_a_breaker_trip_is_published_to_the_alerts_topic_once(stack):
     assert [m["Subject"] for m in delivered] == [f"[wap] breaker {stack.pipeline_name} RED"]
     assert state.batch_id in delivered[0]["Message"] and "idempotency_key_missing" in delivered[0]["Message"]
 
-    run_cli("run", "--until-idle", check=False)  # still RED: the same trip is not announced again
+    drive()  # still RED: the same trip is not announced again
     assert _delivered(stack) == []

@@ -14,6 +14,7 @@ from wap_pipeline.ingest import firehose_errors
 from wap_pipeline.ingest.receipts import ForwardReceipt, receipt_log
 from wap_pipeline.rules.envelope import landing_line, to_landing_record
 from wap_pipeline.state import record_sent
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import check_evaluations, curated_key_counts
 
@@ -62,7 +63,7 @@ def test_firehose_error_output_is_flagged_then_reingested_exactly_once(stack):
     aws.client("s3", stack).put_object(Bucket=stack.landing_bucket, Key=key, Body=_error_file(stack, events))
     record_sent(stack, len(events))
 
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
     evaluation = check_evaluations(["raw", "events"], "firehose_error_output_reingested")[0]
     assert evaluation.passed is False and evaluation.metadata["sample_keys"].value == [key]
     # The forwarder's receipts know these messages were accepted: the message reconciliation misses them.
@@ -79,7 +80,7 @@ def test_firehose_error_output_is_flagged_then_reingested_exactly_once(stack):
     # Two operators at once: the landing key is written once, the second put is refused by S3.
     assert firehose_errors.reingest(aws.client("s3", stack), stack, key) is None
 
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
     counts = curated_key_counts(stack)
     assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
     assert check_evaluations(["raw", "events"], "firehose_error_output_reingested")[0].passed is True

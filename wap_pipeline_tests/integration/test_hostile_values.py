@@ -15,6 +15,7 @@ import pytest
 
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send_raw, tables
 
@@ -68,7 +69,7 @@ def test_hostile_objects_then_the_runbook_loop_until_green(stack):
     hostile = hostile_bodies(make_events(30, seed=902))
     assert len(hostile) == 25
     send_raw(stack, [orjson.dumps(event).decode() for event in good] + list(hostile.values()))
-    run_cli("run", "--until-idle", check=False)
+    drive()
 
     rounds = 0
     while True:

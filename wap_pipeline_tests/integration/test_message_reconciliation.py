@@ -17,6 +17,7 @@ from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.ingest.receipts import ForwardReceipt, receipt_log
 from wap_pipeline.state import wipe_sent_ledger
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import patcher, run_cli
 from wap_pipeline_tests.integration.helpers import check_evaluations, land_file, send, send_raw
 from wap_pipeline_tests.integration.test_alerts import _delivered
@@ -32,10 +33,10 @@ def test_every_message_is_accounted_for_from_the_pipelines_records_alone(stack):
     bad["currency"] = "eur"
     sent = send(stack, events)
     send_raw(stack, ['{"event_id": "x", '])  # malformed: rejected three times, then the DLQ
-    assert run_cli("run", "--until-idle", env=NO_GRACE, check=False).returncode == 1
+    assert drive(env=NO_GRACE).failed
     patcher("quarantine", "add", bad["event_id"], "--reason", "lower-case currency")
     patcher("resume-pipeline", "--pipeline", "standard_ingest", "--reason", "bad record quarantined")
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
 
     (dead,) = json.loads(patcher("--json", "dlq", "list", "--why").stdout)
     assert dead["rejected_for"] and "JSON" in dead["rejected_for"], dead
@@ -58,7 +59,7 @@ def test_every_message_is_accounted_for_from_the_pipelines_records_alone(stack):
 def test_a_row_nobody_forwarded_and_a_forwarded_message_that_never_landed_are_named_and_announced(stack):
     events = make_events(6, seed=102)
     send(stack, events)
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
     assert check_evaluations(["raw", "events"], "messages_reconciled")[0].passed is True
     _delivered(stack)  # nothing else is under test here
 
@@ -67,7 +68,7 @@ def test_a_row_nobody_forwarded_and_a_forwarded_message_that_never_landed_are_na
     # ... and a message Firehose accepted that never landed (the forwarder's receipt says it did).
     lost = str(uuid.uuid4())
     receipt_log(aws.client("s3", stack), stack).write(ForwardReceipt(datetime.now(UTC), {lost: lost}))
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
 
     evaluation = check_evaluations(["raw", "events"], "messages_reconciled")[0]
     assert evaluation.passed is False
