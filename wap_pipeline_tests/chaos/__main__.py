@@ -31,6 +31,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from importlib import import_module  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 RESULT_PREFIX = "CHAOS-RESULT "
@@ -53,6 +54,9 @@ def _worker(seeds: list[int], keep: bool) -> int:
     from wap_pipeline_tests.chaos.plan import make_plan
     from wap_pipeline_tests.chaos.schedule import run_schedule
 
+    # What a forked run imports (the runner, the definitions), imported once here: every fork then
+    # starts with it, and no fork has to take an import lock another thread might hold.
+    import_module("wap_pipeline.runner")
     workdir = Path(tempfile.mkdtemp(prefix="wap-chaos-"))
     try:
         server = Settings(local_port=_free_port(), state_dir=str(workdir / "server"))
@@ -107,8 +111,12 @@ def _report(result: dict, done: int, total: int, verbose: bool) -> None:
         flush=True,
     )
     if result["killed"] is False:  # how the faulted runs ended instead (a timeout? nothing to do?)
+        faulted = False
         for line in result["transcript"]:
-            if line.startswith("$ WAP_FAULTS=") or "(the second runner)" in line:
+            if line.startswith("$ "):
+                faulted = line.startswith("$ WAP_FAULTS=") or "(the second runner)" in line
+            # A timed-out run's log tail follows its line, indented.
+            if faulted and not verbose and (line.startswith("$ ") or line.startswith("  ")):
                 print(f"      {line}", flush=True)
     for violation in result["violations"]:
         print(f"      violation: {violation}", flush=True)

@@ -12,6 +12,7 @@ directory (catalog, warehouse, Dagster home). All pipeline traffic goes through 
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import random
@@ -64,6 +65,7 @@ compute_logs:
 """
 MAX_RECOVERY_ROUNDS = 8
 KILL_RUN_TIMEOUT_S = 300
+STACKS_SIGNAL = signal.SIGUSR1
 
 
 @dataclass
@@ -193,6 +195,7 @@ def _fork_run(faults: str, log_path: Path) -> int:
             descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(descriptor, 1)
             os.dup2(descriptor, 2)
+            faulthandler.register(STACKS_SIGNAL, all_threads=True)  # what it was doing, if it hangs
             os.environ["WAP_FAULTS"] = faults
             try:
                 wap_cli.main(["run", "--until-idle", "--timeout", "240"], standalone_mode=False)
@@ -204,8 +207,9 @@ def _fork_run(faults: str, log_path: Path) -> int:
     return pid
 
 
-def _wait(pid: int, command: str, transcript: list[str]) -> int | None:
-    """Wait for a forked run (killing it after KILL_RUN_TIMEOUT_S); its wait status, None on timeout."""
+def _wait(pid: int, command: str, transcript: list[str], log_path: Path) -> int | None:
+    """Wait for a forked run (killing it after KILL_RUN_TIMEOUT_S); its wait status, None on timeout.
+    A run that timed out writes its threads' stacks to its log first; the transcript keeps the tail."""
     started = time.monotonic()
     deadline = started + KILL_RUN_TIMEOUT_S
     while True:
@@ -213,25 +217,18 @@ def _wait(pid: int, command: str, transcript: list[str]) -> int | None:
         if done:
             break
         if time.monotonic() > deadline:
+            os.kill(pid, STACKS_SIGNAL)
+            time.sleep(2)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            transcript.append(f"$ {command}  -> TIMEOUT after {KILL_RUN_TIMEOUT_S}s")
+            transcript.append(f"$ {command}  -> TIMEOUT after {KILL_RUN_TIMEOUT_S}s; its log ends:")
+            tail = log_path.read_text(errors="replace").splitlines()[-60:] if log_path.exists() else []
+            transcript += [f"  {line}" for line in tail]
             return None
         time.sleep(0.05)
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     transcript.append(f"$ {command}  -> exit {code} ({time.monotonic() - started:.1f}s)")
     return status
-
-
-def _kill_run(plan: Plan, state: Path, transcript: list[str]) -> bool:
-    """`WAP_FAULTS=<point>=kill wap-pipeline run --until-idle` in a child process; True if it was killed."""
-    faults = _faults(plan, with_kill=True)
-    status = _wait(
-        _fork_run(faults, state / "killed-run.log"),
-        f"WAP_FAULTS={faults} wap-pipeline run --until-idle",
-        transcript,
-    )
-    return _killed(status)
 
 
 def _killed(status: int | None) -> bool:
@@ -371,6 +368,23 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
             # Faults on: throttling, partial puts, maybe a blackout, maybe a kill -9.
             proxy.plan.error_rate = plan.error_rate
             proxy.plan.partial_put_rate = plan.partial_put_rate
+            failpoints.reset()
+            # The runs are forked before the blackout timer and the foreign writer start: a fork
+            # taken while another thread of this process holds an import lock (the writer's first
+            # append imports lazily) inherits the lock held forever, and the run hangs on its next
+            # import (seen as a 300 s timeout in CI under load).
+            # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
+            # the writer leases keep them from committing to one table at once. It carries the same
+            # kill: which of the two reaches the point first is a race (on a loaded machine the second
+            # one often drains the queue before the first starts), and the kill is the point.
+            second_log = state / "second-runner.log"
+            second = (
+                _fork_run(_faults(plan, with_kill=True, lost_response=False), second_log)
+                if plan.second_runner
+                else None
+            )
+            killed_log = state / "killed-run.log"
+            faulted = _fork_run(_faults(plan, with_kill=True), killed_log) if plan.kill_point else None
             timer = None
             if plan.blackout:
                 after, seconds, mode = plan.blackout
@@ -380,25 +394,19 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
             writer = ConflictingWriter(settings, plan.seed) if plan.conflicting_writer else None
             if writer is not None:
                 writer.start()
-            failpoints.reset()
-            # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
-            # the writer leases keep them from committing to one table at once. It carries the same
-            # kill: which of the two reaches the point first is a race (on a loaded machine the second
-            # one often drains the queue before the first starts), and the kill is the point.
-            second = (
-                _fork_run(_faults(plan, with_kill=True, lost_response=False), state / "second-runner.log")
-                if plan.second_runner
-                else None
-            )
-            if plan.kill_point:
-                outcome.killed = _kill_run(plan, state, outcome.transcript)
+            if faulted is not None:
+                command = f"WAP_FAULTS={_faults(plan, with_kill=True)} wap-pipeline run --until-idle"
+                outcome.killed = _killed(_wait(faulted, command, outcome.transcript, killed_log))
             else:
                 os.environ["WAP_FAULTS"] = _faults(plan, with_kill=False)
                 operator.wap("run", "--until-idle", "--timeout", "240")
                 os.environ.pop("WAP_FAULTS", None)
             if second is not None:
                 status = _wait(
-                    second, "wap-pipeline run --until-idle  (the second runner)", outcome.transcript
+                    second,
+                    "wap-pipeline run --until-idle  (the second runner)",
+                    outcome.transcript,
+                    second_log,
                 )
                 if plan.kill_point and _killed(status):
                     outcome.killed = True

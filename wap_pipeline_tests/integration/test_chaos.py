@@ -1,4 +1,4 @@
-"""The chaos suite, short: 10 seeded fault schedules (`make chaos` runs 100).
+"""The chaos suite, short: 6 seeded fault schedules (`make chaos` runs 100).
 
 Each schedule sends good, duplicate, malformed, CDE-violating and schema-breaking messages, kills a
 run at a random fault point, throttles and blacks out AWS through the fault proxy, recovers with the
@@ -17,7 +17,10 @@ from wap_pipeline_tests.chaos.plan import KILL_POINTS, LOST_RESPONSE_POINTS, mak
 
 pytestmark = pytest.mark.integration
 
-SCHEDULES = 10
+# Seeds 1001-1006 plan three kills (two reached in every run so far), a lost commit response, a second
+# runner, a foreign writer, expiry before and after recovery, throttling and a 503 blackout; a lost
+# instance has its own test (test_lost_instance.py).
+SCHEDULES = 6
 FIRST_SEED = 1001
 
 
@@ -39,9 +42,10 @@ def test_the_seeded_plans_cover_every_fault_and_message_kind():
     assert make_plan(42).describe() == make_plan(42).describe()
 
 
-# ~450 s on a quiet machine; the margin is for a shared one (a run at load 10 took 580 s and timed out).
+# Two rounds of three workers: ~400 s beside the rest of `make test` on 2 cores (10 schedules on 4
+# workers took 845 s there, then timed out at 880 s).
 @pytest.mark.timeout(900)
-def test_ten_chaos_schedules_lose_and_duplicate_nothing():
+def test_six_chaos_schedules_lose_and_duplicate_nothing():
     result = subprocess.run(
         [
             sys.executable,
@@ -52,7 +56,7 @@ def test_ten_chaos_schedules_lose_and_duplicate_nothing():
             "--seed",
             str(FIRST_SEED),
             "--jobs",
-            "4",
+            "3",
         ],
         cwd=Path(__file__).parents[2],
         capture_output=True,
@@ -62,6 +66,6 @@ def test_ten_chaos_schedules_lose_and_duplicate_nothing():
     print(result.stdout)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
     assert f"chaos: {SCHEDULES} passed, 0 failed" in result.stdout
-    # The failpoints come from the tests' hooks plugin: it reached the chaos processes (5 of these
+    # The failpoints come from the tests' hooks plugin: it reached the chaos processes (3 of these
     # schedules plan a kill -9, and the runs reach most of them).
     assert "faults: 0 runs killed" not in result.stdout, result.stdout[-3000:]
