@@ -26,7 +26,8 @@ from dagster import (
 )
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.execution.api import execute_run
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.remote_origin import (
     ManagedGrpcPythonEnvCodeLocationOrigin,
     RemoteJobOrigin,
@@ -109,19 +110,43 @@ def _reconstructable(job_name: str):
 
 
 def launch_run(
-    instance: DagsterInstance, job_name: str, tags: dict[str, str], log_level: str = "INFO"
+    instance: DagsterInstance,
+    job_name: str,
+    tags: dict[str, str],
+    log_level: str = "INFO",
+    parent: DagsterRun | None = None,
 ) -> RunOutcome:
-    """Create a run as the daemon would, and execute it here."""
+    """Create a run as the daemon (or, with ``parent``, the UI's "re-execute from failure") would,
+    and execute it here."""
     recon_job = _reconstructable(job_name)
     job_def = recon_job.get_definition()
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    lineage: dict = {}
+    if parent is not None:
+        step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(
+            instance=instance, parent_run=parent
+        )
+        lineage = {
+            "execution_plan": create_execution_plan(
+                recon_job,
+                run_config,
+                step_keys_to_execute=step_keys,
+                known_state=known_state,
+                tags=parent.tags,
+            ),
+            "parent_run_id": parent.run_id,
+            "root_run_id": parent.root_run_id or parent.run_id,
+        }
+        tags = {**parent.tags, **tags}
     run_id = make_new_run_id()
     run = instance.create_run_for_job(
         job_def=job_def,
         run_id=run_id,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        run_config=run_config,
         tags={**job_def.tags, **tags, EXECUTOR_TAG: f"{socket.gethostname()}:{os.getpid()}:{run_id}"},
         remote_job_origin=_remote_origin(job_name),
         job_code_origin=recon_job.get_python_origin(),
+        **lineage,
     )
     execute_run(recon_job, run, instance)
     finished = instance.get_run_by_id(run.run_id)
@@ -136,12 +161,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def executed_by_a_runner(run_id: str, tags: dict[str, str]) -> bool:
-    """Whether a headless runner executes (or executed) the run ``run_id`` in its own process, rather
-    than a daemon's run worker (a re-execution inherits its parent's tags, executor tag included)."""
-    return tags.get(EXECUTOR_TAG, "").endswith(f":{run_id}")
 
 
 def fail_orphaned_runs(instance: DagsterInstance, log: Callable[[str], None] = lambda m: None) -> list[str]:
@@ -182,7 +201,7 @@ def select_batches_to_redrive(
     """Batches to re-drive, oldest first: those whose newest run failed or was canceled, and those
     registered but never run. A batch whose newest run succeeded or is still going is left alone.
 
-    The rule of the one re-drive path (:func:`wap_pipeline.webserver.rerun_failed`).
+    One rule for both paths: headless (:func:`redrive`) and GraphQL (``wap-pipeline rerun-failed``).
     """
     return [
         key
@@ -200,6 +219,27 @@ def batches_to_redrive(
     known = instance.get_dynamic_partitions(landing_batches.name)
     statuses = {key: run.status.value for key, run in latest.items()}
     return [(key, latest.get(key)) for key in select_batches_to_redrive(known, statuses, partitions)]
+
+
+def redrive(
+    instance: DagsterInstance,
+    partitions: list[str] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    log_level: str = "INFO",
+) -> RunnerReport:
+    """Re-execute failed batches from failure (completed steps are not redone), oldest first;
+    stop at the first that fails again, since the breaker would stop the rest."""
+    report = RunnerReport()
+    fail_orphaned_runs(instance, log)
+    for key, parent in batches_to_redrive(instance, partitions):
+        outcome = launch_run(instance, PIPELINE_JOB, {PARTITION_TAG: key}, log_level, parent=parent)
+        report.runs.append(outcome)
+        origin = f"re-execution of {parent.run_id}" if parent else "first run"
+        log(f"{PIPELINE_JOB} {key} ({origin}) -> {outcome.status} (run {outcome.run_id})")
+        if outcome.status != DagsterRunStatus.SUCCESS.value:
+            break
+    report.idle = True
+    return report
 
 
 class UnknownBatchError(ValueError):

@@ -21,13 +21,7 @@ import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from wap_pipeline.jobs import PIPELINE_JOB
-from wap_pipeline.runner import (
-    CODE_LOCATION,
-    PARTITION_TAG,
-    SINGLETON_REPOSITORY,
-    executed_by_a_runner,
-    select_batches_to_redrive,
-)
+from wap_pipeline.runner import CODE_LOCATION, PARTITION_TAG, SINGLETON_REPOSITORY, select_batches_to_redrive
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
@@ -60,22 +54,6 @@ _STATUS = """
 query Status($runId: ID!) {
   runOrError(runId: $runId) { __typename ... on Run { status stepKeysToExecute } ... on Error { message } }
 }"""
-
-_LOCATIONS = """
-query Locations {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-    ... on PythonError { message }
-  }
-}"""
-_DAEMONS = """
-query Daemons { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
 
 
 class WebserverError(RuntimeError):
@@ -116,25 +94,6 @@ class DagsterWebserver:
         except requests.RequestException:
             return False
 
-    def code_location_loaded(self, name: str = CODE_LOCATION) -> bool:
-        """Whether the code location ``name`` has loaded; a location that failed to load is an error."""
-        data = self._query(_LOCATIONS, {})["workspaceOrError"]
-        if data["__typename"] != "Workspace":
-            raise WebserverError(f"workspace unavailable: {data.get('message')}")
-        for entry in data["locationEntries"]:
-            if entry["name"] != name or entry["loadStatus"] != "LOADED":
-                continue
-            loaded = entry["locationOrLoadError"] or {}
-            if loaded.get("__typename") == "PythonError":
-                raise WebserverError(f"code location {name} failed to load: {loaded.get('message')}")
-            return loaded.get("__typename") == "RepositoryLocation"
-        return False
-
-    def unhealthy_daemons(self) -> list[str]:
-        """The required daemons without a recent heartbeat (empty: the daemon is up and well)."""
-        statuses = self._query(_DAEMONS, {})["instance"]["daemonHealth"]["allDaemonStatuses"]
-        return [s["daemonType"] for s in statuses if s["required"] and not s["healthy"]]
-
     def _query(self, query: str, variables: dict) -> dict:
         try:
             response = requests.post(
@@ -167,20 +126,6 @@ class DagsterWebserver:
             if len(results) < _PAGE:
                 return latest
             cursor = results[-1]["runId"]
-
-    def active_daemon_runs(self) -> list[str]:
-        """Runs queued or going that the daemon launched (not those a headless runner executes itself)."""
-        statuses = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
-        data = self._query(_RUNS, {"filter": {"statuses": statuses}, "cursor": None, "limit": _PAGE})[
-            "runsOrError"
-        ]
-        if data["__typename"] != "Runs":
-            raise WebserverError(f"listing runs failed: {data.get('message')}")
-        return [
-            run["runId"]
-            for run in data["results"]
-            if not executed_by_a_runner(run["runId"], {t["key"]: t["value"] for t in run["tags"]})
-        ]
 
     def partition_keys(self, asset_path: list[str]) -> list[str]:
         data = self._query(_PARTITIONS, {"path": asset_path})["assetNodeOrError"]

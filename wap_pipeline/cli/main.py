@@ -177,46 +177,36 @@ def _operator():
 
 
 _REASON = click.option("--reason", default="", help="Why (recorded in the operator audit log).")
-_URL = click.option(
-    "--url",
-    envvar="WAP_DAGSTER_URL",
-    default="http://127.0.0.1:3000",
-    show_default=True,
-    help="The Dagster webserver to go through when one answers there (env WAP_DAGSTER_URL); "
-    "otherwise Dagster's services are started for the command.",
-)
 
 
 @cli.command()
 @click.option("--partition", "partitions", multiple=True, help="Only this batch (repeatable).")
 @click.option("--then-run/--no-then-run", default=True, help="Afterwards, run until idle.")
-@_URL
 @_REASON
-def redrive(partitions: tuple[str, ...], then_run: bool, url: str, reason: str) -> None:
-    """Re-execute failed batches from failure (oldest first), then run until idle.
+def redrive(partitions: tuple[str, ...], then_run: bool, reason: str) -> None:
+    """Re-execute failed batches from failure, headless (oldest first).
 
-    Through the Dagster webserver at --url when one answers there, else through Dagster's services
-    started for this command (webserver, daemon, code server; stopped after it). Completed steps are
-    not redone; a batch already published is not re-applied. Runs whose process died are marked failed
-    first. Reset the breaker before re-driving.
+    Completed steps are not redone; a batch already published is not re-applied. Runs whose process
+    died are marked failed first. Reset the breaker before re-driving.
     """
-    from wap_pipeline.cli.common import redrive_failed
+    from dagster import DagsterInstance
+
+    from wap_pipeline.runner import redrive as do_redrive
+    from wap_pipeline.state import ensure_dagster_home
 
     scope = {"partitions": list(partitions) or "all failed", "then_run": then_run}
     with _operator().acting("pipeline.redrive", _settings().pipeline_name, reason, scope) as outcome:
-        redriven = redrive_failed(_settings(), url, list(partitions) or None)
-        outcome.update(
-            path=redriven.path, run_ids=[r.run_id for r in redriven.reruns], failed=redriven.failed
-        )
-        for line in redriven.failed:
-            click.echo(f"FAILED: {line}", err=True)
-        if not redriven.reruns:
+        if then_run:
+            result = drive_until_idle(_settings(), redrive_first=True, partitions=list(partitions) or None)
+            outcome.update(run_ids=result.run_ids, failed=result.failed)
+            sys.exit(EXIT_FAILED_RUNS if result.failed else EXIT_OK)
+        ensure_dagster_home(_settings())
+        with DagsterInstance.get() as instance:
+            report = do_redrive(instance, list(partitions) or None, log=click.echo)
+        outcome.update(runs=len(report.runs), failed=len(report.failed))
+        if not report.runs:
             click.echo("no failed batches to re-drive")
-        if redriven.failed or not then_run or redriven.path != "headless":  # a webserver's daemon carries on
-            sys.exit(EXIT_FAILED_RUNS if redriven.failed else EXIT_OK)
-        result = drive_until_idle(_settings())
-        outcome.update(run_ids=outcome["run_ids"] + result.run_ids, failed=result.failed)
-        sys.exit(EXIT_FAILED_RUNS if result.failed else EXIT_OK)
+        sys.exit(EXIT_FAILED_RUNS if report.failed else EXIT_OK)
 
 
 @cli.command()
@@ -384,7 +374,13 @@ def reconcile(adopt: bool, as_json: bool, reason: str) -> None:
 
 @cli.command("rerun-failed")
 @click.option("--partition", "partitions", multiple=True, help="Only this batch (repeatable).")
-@_URL
+@click.option(
+    "--url",
+    envvar="WAP_DAGSTER_URL",
+    default="http://127.0.0.1:3000",
+    show_default=True,
+    help="The Dagster webserver (env WAP_DAGSTER_URL).",
+)
 @click.option("--wait/--no-wait", default=True, help="Wait for each run; stop at the first that fails.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for each run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -392,17 +388,15 @@ def reconcile(adopt: bool, as_json: bool, reason: str) -> None:
 def rerun_failed(
     partitions: tuple[str, ...], url: str, wait: bool, timeout: float, as_json: bool, reason: str
 ) -> None:
-    """Re-execute failed batches from failure, and nothing else (`redrive` then runs until idle).
+    """Re-execute failed batches from failure through the Dagster webserver (GraphQL).
 
     The same as "Re-execute from failure" in the UI: only the steps that did not succeed run again
     (a batch that failed in curated re-runs curated, not standardized). Batches whose newest run
-    succeeded are not touched. Through the webserver at --url when one answers, else through Dagster's
-    services started for the command. Exit 0 when every re-execution succeeded, 1 when one failed, 3
-    when the breaker is RED (reset it first) or the webserver answered with an error.
+    succeeded are not touched. Exit 0 when every re-execution succeeded, 1 when one failed, 3 when the
+    webserver is unreachable or the breaker is RED (reset it first). Without a webserver, use
+    `wap-pipeline redrive` (headless).
     """
-    from wap_pipeline.cli.common import redrive_failed
-    from wap_pipeline.headless import StackError
-    from wap_pipeline.webserver import WebserverError
+    from wap_pipeline.webserver import DagsterWebserver, WebserverError, rerun_failed
 
     state = _breaker().state()
     if state.is_red:
@@ -412,17 +406,22 @@ def rerun_failed(
             err=True,
         )
         sys.exit(EXIT_NOT_IDLE)
+    api = DagsterWebserver(url)
+    if not api.reachable():
+        click.echo(
+            f"no Dagster webserver at {url} (start one with `make dev`, or re-drive headless with "
+            "`wap-pipeline redrive`)",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_IDLE)
+    echo = (lambda message: None) if as_json else click.echo
     scope = {"partitions": list(partitions) or "all failed", "webserver": url}
     with _operator().acting("pipeline.rerun-failed", _settings().pipeline_name, reason, scope) as outcome:
         try:
-            redriven = redrive_failed(
-                _settings(), url, list(partitions) or None, wait, timeout, quiet=as_json
-            )
-        except (WebserverError, StackError) as error:
+            reruns = rerun_failed(api, list(partitions) or None, wait=wait, timeout_s=timeout, log=echo)
+        except WebserverError as error:
             click.echo(str(error), err=True)
             sys.exit(EXIT_NOT_IDLE)
-        reruns = redriven.reruns
-        outcome["path"] = redriven.path
         outcome["runs"] = [{"partition": r.partition, "run_id": r.run_id} for r in reruns]
     if as_json:
         click.echo(json.dumps([r.__dict__ for r in reruns], indent=2))

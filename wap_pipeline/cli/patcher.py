@@ -663,25 +663,22 @@ def breaker_status(ctx: Context) -> None:
     envvar="WAP_DAGSTER_URL",
     default="http://127.0.0.1:3000",
     show_default=True,
-    help="Dagster webserver to re-execute through; Dagster's services are started for the command "
-    "when none answers there.",
+    help="Dagster webserver to re-execute through; headless when none answers there.",
 )
 @pass_context
 def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool, url: str) -> None:
-    """Reset the breaker to GREEN (recorded), re-drive the failed batches from failure, run until idle.
+    """Reset the breaker to GREEN (recorded) and re-drive the failed batches from failure.
 
-    The re-drive is `wap-pipeline redrive`'s: the failed runs are re-executed from failure (as
-    "Re-execute from failure" in the UI) through the Dagster webserver at --url (env WAP_DAGSTER_URL)
-    when one answers, else through Dagster's services started for the command ("headless"). The
-    output says which path was used and lists the run ids.
+    With a Dagster webserver reachable at --url (env WAP_DAGSTER_URL), the failed runs are re-executed
+    from failure through its GraphQL API (as "Re-execute from failure" in the UI) and their run ids
+    printed; otherwise the re-drive runs headless, the same path as `wap-pipeline redrive`. The output
+    says which path was used.
     """
     from dagster import DagsterInstance
 
-    from wap_pipeline.cli.common import redrive_failed
-    from wap_pipeline.headless import StackError
     from wap_pipeline.runner import batches_to_redrive
     from wap_pipeline.state import ensure_dagster_home
-    from wap_pipeline.webserver import DagsterWebserver, WebserverError
+    from wap_pipeline.webserver import DagsterWebserver, WebserverError, rerun_failed
 
     if pipeline != ctx.settings.pipeline_name:
         click.echo(
@@ -690,8 +687,9 @@ def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool, url
         )
         sys.exit(EXIT_REFUSED)
     operator = ctx.operator()
+    webserver = DagsterWebserver(url)
+    path = f"webserver {url}" if webserver.reachable() else "headless"
     if dry_run:
-        path = f"webserver {url}" if DagsterWebserver(url).reachable() else "headless"
         ensure_dagster_home(ctx.settings)
         with DagsterInstance.get() as instance:
             todo = [key for key, _ in batches_to_redrive(instance)]
@@ -704,20 +702,22 @@ def resume_pipeline(ctx: Context, pipeline: str, reason: str, dry_run: bool, url
         return
     state = operator.reset_breaker(reason)
     if not ctx.as_json:
-        click.echo(f"Circuit Breaker Reset (Status={state.status}). Re-driving {pipeline}.")
-    try:
-        redriven = redrive_failed(ctx.settings, url, quiet=ctx.as_json)
-    except (WebserverError, StackError) as error:
-        click.echo(f"re-drive failed: {error}", err=True)
-        sys.exit(EXIT_FAILED)
-    run_ids, failed = [r.run_id for r in redriven.reruns], redriven.failed
-    if not failed and redriven.path == "headless":  # a webserver's daemon carries on by itself
-        result = drive_until_idle(ctx.settings, quiet=ctx.as_json)
-        run_ids, failed = run_ids + result.run_ids, result.failed
+        click.echo(f"Circuit Breaker Reset (Status={state.status}). Re-driving {pipeline} ({path}).")
+    if path == "headless":
+        result = drive_until_idle(ctx.settings, redrive_first=True, quiet=ctx.as_json)
+        run_ids, failed = result.run_ids, result.failed
+    else:
+        log = (lambda message: None) if ctx.as_json else click.echo
+        try:
+            reruns = rerun_failed(webserver, log=log)
+        except WebserverError as error:
+            click.echo(f"re-drive through {url} failed: {error}", err=True)
+            sys.exit(EXIT_FAILED)
+        run_ids = [r.run_id for r in reruns]
+        failed = [f"{r.partition} run {r.run_id}" for r in reruns if not r.succeeded]
     ctx.emit(
-        {"breaker": state.status, "path": redriven.path, "run_ids": run_ids, "failed": failed},
-        f"re-driven through {redriven.path}\n"
-        + ("\n".join(f"run {run_id}" for run_id in run_ids) or "no runs were needed"),
+        {"breaker": state.status, "path": path, "run_ids": run_ids, "failed": failed},
+        "\n".join(f"run {run_id}" for run_id in run_ids) or "no runs were needed",
     )
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 

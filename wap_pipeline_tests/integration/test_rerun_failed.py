@@ -14,7 +14,7 @@ from wap_pipeline.rules.curated import daily_totals
 from wap_pipeline.runner import PARTITION_TAG
 from wap_pipeline.state import ensure_dagster_home
 from wap_pipeline_tests.integration.cli import patcher, run_cli
-from wap_pipeline_tests.integration.dagster_services import dagster_services
+from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import (
     breaker_state,
     curated_key_counts,
@@ -34,7 +34,7 @@ def started_steps(run_id: str) -> set[str]:
     return {r.event_log_entry.step_key for r in records if r.event_log_entry.run_id == run_id}
 
 
-def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_webserver(stack):
+def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_webserver(stack, tmp_path):
     sent = []
     for seed in (1, 2, 3):
         events = make_events(8, seed=80 + seed)
@@ -53,7 +53,7 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
     assert wap.published_snapshot(tables(stack)["standardized"], failed_batch) is not None
     assert breaker_state(stack).status == "RED"
 
-    with dagster_services() as url:
+    with dagster_dev(tmp_path / "dagster-dev.log") as url:
         refused = run_cli("rerun-failed", "--url", url, check=False)
         assert refused.returncode == 3 and "breaker" in refused.stderr and "RED" in refused.stderr
         run_cli("breaker", "reset", "--reason", "curated store recovered")
@@ -67,7 +67,7 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
         cde = make_events(6, seed=90)
         cde[2]["idempotency_key"] = None
         send(stack, cde)
-        # The services run the daemon too: its sensors may take the batch before the headless runner
+        # `dagster dev` runs the daemon too: its sensors may take the batch before the headless runner
         # does. Either way the batch fails its audit and trips the breaker; wait for that run to end.
         run_cli("run", "--until-idle", check=False)
         _wait_for_failed_run_of_a_new_batch(known={first, second, failed_batch})
@@ -76,9 +76,7 @@ def test_rerun_failed_reexecutes_only_curated_of_the_failed_batch_through_the_we
         resumed = patcher(
             "resume-pipeline", "--pipeline", "standard_ingest", "--reason", "quarantined", "--url", url
         )
-        assert (
-            f"re-driven through webserver {url}" in resumed.stdout and "from failure -> run" in resumed.stdout
-        )
+        assert f"({'webserver ' + url})" in resumed.stdout and "from failure -> run" in resumed.stdout
         sent += [e for e in cde if e["idempotency_key"]]
 
     runs = latest_partition_runs()
@@ -107,13 +105,13 @@ def _wait_for_failed_run_of_a_new_batch(known: set[str], timeout_s: float = 240.
     raise AssertionError(f"no run of a new batch failed within {timeout_s} s: {latest_partition_runs()}")
 
 
-def test_a_batch_never_run_is_launched_through_dagsters_graphql_client(stack):
+def test_a_batch_never_run_is_launched_through_dagsters_graphql_client(stack, tmp_path):
     """The launch (not a re-execution) goes through DagsterGraphQLClient.submit_job_execution: the
     run is the pipeline job of the right code location, tagged with the batch's partition."""
     ensure_dagster_home(stack)
     with DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(landing_batches.name, ["never-run-batch"])
-    with dagster_services() as url:
+    with dagster_dev(tmp_path / "dagster-dev.log") as url:
         launched = run_cli("rerun-failed", "--url", url, "--no-wait")
     assert "never-run-batch: never run; launched run " in launched.stdout, launched.stdout
     run_id = launched.stdout.split("launched run ")[1].split()[0]

@@ -17,7 +17,7 @@ from wap_pipeline.events import make_events
 from wap_pipeline_tests.conftest import free_port
 from wap_pipeline_tests.fault_proxy import FaultProxy
 from wap_pipeline_tests.integration.cli import BIN, run_cli
-from wap_pipeline_tests.integration.dagster_services import dagster_services
+from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import land_file, scripted_editor, send, send_raw
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ def curated_failure(stack, resources: ExitStack) -> dict[str, str]:
     send(stack, make_events(10, seed=306))
     faults = {"WAP_FAULTS": "curated.before_commit=raise*"}
     assert run_cli("run", "--until-idle", check=False, env=faults).returncode == 1
-    url = resources.enter_context(dagster_services())
+    url = resources.enter_context(dagster_dev(Path(stack.state_dir) / "dagster-dev.log"))
     return {"BATCH_ID": batch_of_last_run(), "DAGSTER_URL": url}
 
 

@@ -1,5 +1,5 @@
 """Re-running the failed batches from the UI as a backfill: Debian's headless Chromium driven by
-Playwright, against the headless Dagster services (webserver, daemon, code server) started by the test.
+Playwright, against a `dagster dev` (webserver and daemon) started by the test.
 
 A batch fails its audit; the breaker it trips makes the next batch fail too (fast, in raw). After the
 operator's fix (quarantine the record, reset the breaker), the UI shows the two failed partitions of
@@ -22,7 +22,7 @@ from playwright.sync_api import expect, sync_playwright
 from wap_pipeline.events import make_events
 from wap_pipeline.jobs import PIPELINE_JOB, WRITER_TAG
 from wap_pipeline_tests.integration.cli import patcher, run_cli
-from wap_pipeline_tests.integration.dagster_services import dagster_services
+from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send
 from wap_pipeline_tests.ui.browser import CHROMIUM, shot
 
@@ -61,7 +61,7 @@ def run_intervals(backfill_id: str) -> list[tuple[float, float]]:
     return sorted((r.start_time, r.end_time) for r in records)
 
 
-def test_failed_partitions_are_backfilled_from_the_ui_after_the_fix(stack):
+def test_failed_partitions_are_backfilled_from_the_ui_after_the_fix(stack, tmp_path):
     good, bad, after = make_events(6, seed=301), make_events(10, seed=302), make_events(7, seed=303)
     bad[4]["currency"] = "eur"  # ISO 4217 codes are upper case: the audit fails the batch
     send(stack, good)
@@ -83,7 +83,7 @@ def test_failed_partitions_are_backfilled_from_the_ui_after_the_fix(stack):
     patcher("quarantine", "add", bad[4]["event_id"], "--reason", "lower-case currency")
     run_cli("breaker", "reset", "--reason", "bad record quarantined")
 
-    with dagster_services() as url, sync_playwright() as playwright:
+    with dagster_dev(tmp_path / "dagster-dev.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(60_000)

@@ -1,5 +1,5 @@
 """The operator's view in a real browser: Debian's headless Chromium driven by Playwright, against a
-the headless Dagster services started by the test, on a stack with one batch that failed its audit.
+`dagster dev` started by the test, on a stack with one batch that failed its audit.
 
 Screenshots are saved under ``test-artifacts/ui/`` (kept by CI as the test's artifacts).
 """
@@ -12,7 +12,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from wap_pipeline.events import make_events
 from wap_pipeline_tests.integration.cli import patcher, run_cli
-from wap_pipeline_tests.integration.dagster_services import dagster_services
+from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import breaker_state, curated_key_counts, send
 from wap_pipeline_tests.ui.browser import ARTIFACTS, CHROMIUM, shot
 
@@ -34,7 +34,7 @@ def wait_for_child(parent_id: str, timeout_s: float = 240) -> DagsterRun:
     raise AssertionError(f"no finished re-execution of {parent_id} after {timeout_s}s")
 
 
-def test_failed_audit_is_visible_and_re_executed_from_the_ui(stack):
+def test_failed_audit_is_visible_and_re_executed_from_the_ui(stack, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     events = make_events(12, seed=101)
     bad = events[5]
@@ -44,7 +44,7 @@ def test_failed_audit_is_visible_and_re_executed_from_the_ui(stack):
     (failed_run,) = pipeline_runs()
     batch = failed_run.tags["dagster/partition"]
 
-    with dagster_services() as url, sync_playwright() as playwright:
+    with dagster_dev(tmp_path / "dagster-dev.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(60_000)
