@@ -340,11 +340,12 @@ def run_until_idle(
     log_level: str = "INFO",
     producer_active: Callable[[], bool] = lambda: False,
 ) -> RunnerReport:
-    """Alternate the sensors until the queue is empty (nothing in flight), no run was requested,
-    and ``producer_active()`` says no more messages are coming."""
+    """Alternate the sensors until a round requests no run, the ingest and landing-events queues are
+    empty (nothing in flight), and ``producer_active()`` says no more messages are coming."""
     report = RunnerReport()
     deadline = time.monotonic() + timeout_s
     aws = resources_for(Settings.from_env())["aws"]
+    settings = aws.settings()
     while time.monotonic() < deadline:
         report.rounds += 1
         launched = run_sensor_once(instance, sqs_sensor, report, log, log_level)
@@ -354,12 +355,17 @@ def run_until_idle(
             continue
         producing = producer_active()
         try:
-            visible, in_flight = sqs_calls.depth(aws.client("sqs"), aws.queue_url())
+            # Both queues of work: messages not yet forwarded, and landed files whose announcement no
+            # tick has batched yet (a landing tick that failed, S3 unreachable, leaves it there).
+            waiting = sum(
+                sum(sqs_calls.depth(aws.client("sqs"), aws.queue_url(name)))
+                for name in (settings.queue_name, settings.landing_events_queue)
+            )
         except (BotoCoreError, ClientError) as error:
-            log(f"ingest queue unreachable, waiting: {error}")
+            log(f"a work queue is unreachable, waiting: {error}")
             time.sleep(poll_s)
             continue
-        if visible == 0 and in_flight == 0 and not producing:
+        if waiting == 0 and not producing:
             report.idle = True
             observe = launch_run(instance, OPERATIONS_JOB, {}, log_level)
             report.runs.append(observe)

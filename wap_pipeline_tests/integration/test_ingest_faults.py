@@ -9,6 +9,7 @@ import os
 import time
 from collections import Counter
 
+import orjson
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
@@ -16,8 +17,9 @@ from wap_pipeline import aws
 from wap_pipeline.events import make_events
 from wap_pipeline.ingest.forwarder_breaker import FIRST_PROBE_DELAY_S, ForwarderBreaker, forwarder_breaker
 from wap_pipeline_tests.fault_proxy import FaultProxy
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import run_cli, start_cli
-from wap_pipeline_tests.integration.helpers import curated_key_counts, send
+from wap_pipeline_tests.integration.helpers import curated_key_counts, land_file, send
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +158,16 @@ def test_the_forwarder_breaker_waits_probes_with_backoff_and_closes_by_itself(st
     assert breaker.allows_receive(probe=lambda: None)
     closed = breaker.state()
     assert not closed.is_open and closed.closed_at and closed.opened_at == opened.opened_at
+
+
+def test_a_landing_tick_that_failed_is_not_taken_for_idle(stack, proxy):
+    """S3 down for the landing sensor's first ticks, SQS up and the ingest queue empty: the file's
+    announcement stays on the landing-events queue, so the runner is not idle until a tick batches it
+    (it used to call a round idle when the ingest queue was empty and leave the file unprocessed)."""
+    events = make_events(20, seed=77)
+    land_file(stack, [orjson.dumps(e).decode() for e in events])
+    proxy.plan.blackout(8, mode="503", services={"s3"})
+    report = drive(env={"AWS_ENDPOINT_URL": proxy.endpoint, "WAP_AWS_MAX_ATTEMPTS": "1"})
+    assert proxy.stats.blacked_out > 0 and not report.failed, report.runs
+    counts = curated_key_counts(stack)
+    assert set(counts) == {e["idempotency_key"] for e in events} and max(counts.values()) == 1
