@@ -1,9 +1,8 @@
 """raw/events: every landed record of the batch, as it came, plus lineage."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-import pyarrow as pa
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -15,12 +14,11 @@ from dagster import (
     asset_check,
 )
 
+from wap_pipeline.application.raw import AlreadyLoaded, LoadPorts, load_batch
 from wap_pipeline.assets.common import guarded_by_breaker
-from wap_pipeline.hooks import fault_point
 from wap_pipeline.iceberg import wap
-from wap_pipeline.iceberg.schemas import RAW_SCHEMA
 from wap_pipeline.ingest import firehose_errors
-from wap_pipeline.ingest.landing import Manifest, read_landed_files, read_manifest
+from wap_pipeline.ingest.landing import read_landed_files, read_manifest
 from wap_pipeline.ingest.reconcile import messages, unannounced
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import (
@@ -30,30 +28,8 @@ from wap_pipeline.resources import (
     QuarantineResource,
 )
 from wap_pipeline.retry_policy import transient_retry_policy
-from wap_pipeline.rules.envelope import raw_table
 
 RAW_KEY = AssetKey(["raw", "events"])
-
-
-def _raw_chunks(
-    s3, bucket: str, manifest: Manifest, batch_id: str, ingested_at: datetime
-) -> Iterator[pa.Table]:
-    """The batch's raw rows, landing file after landing file, in chunks of at most about
-    ``CHUNK_BYTES`` of NDJSON (a chunk is closed before a file would take it past that, so its size
-    does not follow the landing files' size): only one chunk is in memory while its data file is
-    written."""
-    schema = RAW_SCHEMA.as_arrow()
-    group: list[pa.Table] = []
-    size = 0
-    for landed, data in read_landed_files(s3, bucket, manifest.files):  # next GETs in flight meanwhile
-        if group and size + len(data) > wap.CHUNK_BYTES:
-            yield pa.concat_tables(group)
-            group, size = [], 0
-        size += len(data)
-        group.append(raw_table(data, landed.key, batch_id, ingested_at, schema))  # parsed vectorised
-        del data
-    if group:
-        yield pa.concat_tables(group)
 
 
 @asset(
@@ -76,36 +52,30 @@ def raw_events(
 ) -> MaterializeResult:
     batch_id = wap.validate_batch_id(context.partition_key)
     with guarded_by_breaker(context, breaker), catalog.writing(context, "raw") as tables:
-        table = tables["raw"]
-        if wap.is_published(table, batch_id):
-            context.log.info(f"batch {batch_id} is already in raw; nothing to do")
-            return MaterializeResult(metadata={"batch_id": batch_id, "rows": 0, "already_loaded": True})
-        settings = aws.settings()
-        s3 = aws.client("s3")
-        manifest = read_manifest(s3, settings.landing_bucket, settings.manifests_prefix, batch_id)
-        ingested_at = datetime.now(UTC)
-        # Data files written chunk by chunk, one commit for the batch.
-        with wap.StagedAppend(table) as staged:
-            staged.write_all(_raw_chunks(s3, settings.landing_bucket, manifest, batch_id, ingested_at))
-            staged.commit(
-                {
-                    wap.BATCH_ID_PROPERTY: batch_id,
-                    wap.BOOKMARK_PROPERTY: manifest.bookmark,
-                    wap.LANDED_AT_PROPERTY: manifest.landed_at.isoformat(),
-                    **wap.ledger_properties(table, batch_id, aws.batch_ids_after),
-                }
-            )
-        fault_point("raw.after_append")
-        return MaterializeResult(
-            metadata={
-                "batch_id": batch_id,
-                "rows": staged.rows,
-                "files": len(manifest.files),
-                "bytes": sum(f.size for f in manifest.files),
-                "bookmark": manifest.bookmark,
-                "landed_at": manifest.landed_at.isoformat(),
-            }
+        settings, s3 = aws.settings(), aws.client("s3")
+        ports = LoadPorts(
+            raw=tables["raw"],
+            read_manifest=partial(read_manifest, s3, settings.landing_bucket, settings.manifests_prefix),
+            # The next GETs are in flight while a file is parsed.
+            read_files=lambda manifest: read_landed_files(s3, settings.landing_bucket, manifest.files),
+            batch_ids_after=aws.batch_ids_after,
+            now=lambda: datetime.now(UTC),
         )
+        outcome = load_batch(ports, batch_id)
+    if isinstance(outcome, AlreadyLoaded):
+        context.log.info(f"batch {batch_id} is already in raw; nothing to do")
+        return MaterializeResult(metadata={"batch_id": batch_id, "rows": 0, "already_loaded": True})
+    manifest = outcome.manifest
+    return MaterializeResult(
+        metadata={
+            "batch_id": batch_id,
+            "rows": outcome.rows,
+            "files": len(manifest.files),
+            "bytes": sum(f.size for f in manifest.files),
+            "bookmark": manifest.bookmark,
+            "landed_at": manifest.landed_at.isoformat(),
+        }
+    )
 
 
 RECONCILIATION_CHECK = "landed_files_reconciled"

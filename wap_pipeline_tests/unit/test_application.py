@@ -21,6 +21,7 @@ from wap_pipeline.application.daily_totals import (
     TotalsPorts,
     recompute_days,
 )
+from wap_pipeline.application.raw import AlreadyLoaded, Loaded, LoadPorts, load_batch
 from wap_pipeline.application.standardized import (
     AlreadyPublished,
     Audited,
@@ -33,18 +34,19 @@ from wap_pipeline.engines.arrow import ArrowEngine
 from wap_pipeline.events import make_events
 from wap_pipeline.iceberg import wap
 from wap_pipeline.iceberg.schemas import create_tables
-from wap_pipeline.rules.envelope import landing_line, raw_table, to_landing_record
+from wap_pipeline.ingest.landing import LandingObject, Manifest
+from wap_pipeline.rules.envelope import landing_line, to_landing_record
 
 LANDED = datetime(2026, 11, 29, 12, tzinfo=UTC)  # every time below derives from it: no wall clock
 
 
-def land(raw, batch_id: str, events: list[dict]) -> None:
-    """Append ``events`` to raw as the raw asset commits a batch (landing lines, bookmark, landing time)."""
+def landing_file(batch_id: str, events: list[dict], part: int = 0) -> tuple[LandingObject, bytes]:
+    """One landing file of ``events`` as Firehose lands them (landing envelopes, one per line)."""
     data = b"".join(
         landing_line(
             to_landing_record(
                 {
-                    "MessageId": f"{batch_id}-{number}",
+                    "MessageId": f"{batch_id}-{part}-{number}",
                     "Body": orjson.dumps(event).decode(),
                     "Attributes": {"SentTimestamp": str(int(LANDED.timestamp() * 1000))},
                 }
@@ -52,15 +54,24 @@ def land(raw, batch_id: str, events: list[dict]) -> None:
         )
         for number, event in enumerate(events)
     )
-    rows = raw_table(data, f"landing/{batch_id}", batch_id, LANDED, raw.schema().as_arrow())
-    raw.append(
-        rows,
-        snapshot_properties={
-            wap.BATCH_ID_PROPERTY: batch_id,
-            wap.BOOKMARK_PROPERTY: f"landing/{batch_id}",
-            wap.LANDED_AT_PROPERTY: LANDED.isoformat(),
-        },
+    key = f"landing/2026/11/29/12/{batch_id}-{part}"
+    return LandingObject(key, len(data), LANDED + timedelta(seconds=part)), data
+
+
+def load_ports(raw, files: dict[str, list[tuple[LandingObject, bytes]]]) -> LoadPorts:
+    """The raw step's ports over landing files held in memory, by batch id."""
+    return LoadPorts(
+        raw=raw,
+        read_manifest=lambda batch_id: Manifest(batch_id, tuple(landed for landed, _ in files[batch_id])),
+        read_files=lambda manifest: files[manifest.batch_id],
+        batch_ids_after=lambda last: [],
+        now=lambda: LANDED + timedelta(minutes=1),
     )
+
+
+def land(raw, batch_id: str, events: list[dict]) -> None:
+    """Load ``events`` into raw the way the raw step does, from one landing file."""
+    load_batch(load_ports(raw, {batch_id: [landing_file(batch_id, events)]}), batch_id)
 
 
 @pytest.fixture
@@ -79,6 +90,27 @@ def standardize_ports(tables, quarantined: frozenset[str] = frozenset()) -> Stan
         abandoned_branch_retention_ms=0,
         now=lambda: LANDED + timedelta(minutes=5),
     )
+
+
+def test_a_batch_is_loaded_into_raw_in_one_commit_once(tables):
+    events = make_events(30, seed=2, now=LANDED)
+    files = {"b0": [landing_file("b0", events[:10], 0), landing_file("b0", events[10:], 1)]}
+
+    loaded = load_batch(load_ports(tables["raw"], files), "b0")
+    assert isinstance(loaded, Loaded) and loaded.rows == 30
+    raw = tables["raw"].refresh()
+    [commit] = wap.batch_snapshots(raw, "b0")
+    summary = commit.summary.additional_properties
+    newest, _ = files["b0"][1]
+    assert summary[wap.BOOKMARK_PROPERTY] == newest.key and wap.is_published(raw, "b0")
+    assert summary[wap.LANDED_AT_PROPERTY] == newest.last_modified.isoformat(), "when its newest file landed"
+    rows = raw.scan().to_arrow()
+    assert sorted(rows["message_id"].to_pylist()) == sorted(
+        [f"b0-0-{n}" for n in range(10)] + [f"b0-1-{n}" for n in range(20)]
+    )
+    assert set(rows["batch_id"].to_pylist()) == {"b0"}
+    assert isinstance(load_batch(load_ports(raw, files), "b0"), AlreadyLoaded)
+    assert len(wap.batch_snapshots(raw.refresh(), "b0")) == 1
 
 
 def test_a_batch_is_audited_before_it_is_published_then_merged_once(tables):
