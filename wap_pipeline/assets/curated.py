@@ -27,7 +27,9 @@ from wap_pipeline.application.curated import (
     AlreadyMerged,
     CuratePorts,
     NotInStandardizedError,
+    account_rows,
     curated_commit_summary,
+    curated_lag,
     merge_batch,
 )
 from wap_pipeline.assets.common import guarded_by_breaker
@@ -43,14 +45,6 @@ UNIQUE_CHECK = "keys_unique_in_window"
 ACCOUNTING_CHECK = "row_accounting"
 FRESHNESS_CHECK = "standardized_batches_curated_in_time"
 
-# Snapshot-summary properties of a curated commit (values are strings).
-STANDARDIZED_ROWS = wap.CURATED_STANDARDIZED_ROWS
-INSERTED = wap.CURATED_INSERTED
-SUPERSEDED = wap.CURATED_SUPERSEDED
-SKIPPED = wap.CURATED_SKIPPED
-TOUCHED_DAYS = wap.CURATED_TOUCHED_DAYS
-WINDOW = wap.CURATED_WINDOW
-TOTAL_BEFORE = wap.CURATED_TOTAL_BEFORE
 _RECOVERY = (
     "Stop and look before re-driving: `wap-pipeline breaker status`; inspect the batch in the Dagster "
     "UI (curated/events, Checks tab); after the cause is fixed, `wap-pipeline breaker reset --reason ...` "
@@ -59,7 +53,7 @@ _RECOVERY = (
 
 
 def _window_of(summary: dict) -> DedupWindow | None:
-    raw = summary.get(WINDOW, "")
+    raw = summary.get(wap.CURATED_WINDOW, "")
     if not raw:
         return None
     start, end = raw.split("/")
@@ -201,52 +195,24 @@ def curated_keys_unique(
 def curated_row_accounting(
     context: AssetCheckExecutionContext, catalog: IcebergCatalogResource, breaker: CircuitBreakerResource
 ) -> AssetCheckResult:
-    batch_id = context.partition_key
     tables = catalog.tables()
-    published = wap.published_snapshot(tables["standardized"], batch_id)
-    snapshots = wap.batch_snapshots(tables["curated"], batch_id)
-    if (published is None or not snapshots) and all(
-        wap.is_published(tables[layer], batch_id) for layer in ("standardized", "curated")
-    ):
-        # A re-run of a batch merged long ago (this run committed nothing): its commits were expired
-        # by maintenance after this check passed on them.
-        return AssetCheckResult(
-            passed=True, metadata={"batch_id": batch_id, "already_merged": True, "commit_expired": True}
+    account = account_rows(tables["standardized"], tables["curated"], context.partition_key)
+    metadata = {"batch_id": account.batch_id}
+    if account.expired:
+        metadata.update(already_merged=True, commit_expired=True)
+    elif account.problem is not None:
+        metadata["problem"] = account.problem
+    else:
+        metadata.update(
+            standardized_rows=account.standardized_rows,
+            inserted=account.inserted,
+            superseded=account.superseded,
+            skipped_duplicates=account.skipped,
+            curated_net_new_rows=account.net_new_rows,
+            curated_total_rows=account.total_after,
         )
-    if published is None or not snapshots:
-        result = AssetCheckResult(
-            passed=False,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"batch_id": batch_id, "problem": "batch not in standardized main and curated main"},
-        )
-        return _trip_on_failure(
-            context, breaker, ACCOUNTING_CHECK, result, "batch missing from standardized or curated"
-        )
-    standardized_rows = int(published.summary.additional_properties.get("added-records", "0"))
-    summary = snapshots[-1].summary.additional_properties
-    inserted, superseded, skipped = (int(summary[k]) for k in (INSERTED, SUPERSEDED, SKIPPED))
-    total_before = int(summary[TOTAL_BEFORE])
-    total_after = int(summary.get("total-records", "0"))
-    accounted = inserted + superseded + skipped
-    holds = accounted == standardized_rows and total_after - total_before == inserted
-    result = AssetCheckResult(
-        passed=holds,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "batch_id": batch_id,
-            "standardized_rows": standardized_rows,
-            "inserted": inserted,
-            "superseded": superseded,
-            "skipped_duplicates": skipped,
-            "curated_net_new_rows": total_after - total_before,
-            "curated_total_rows": total_after,
-        },
-    )
-    why = (
-        f"standardized {standardized_rows} vs inserted {inserted} + superseded {superseded} + skipped "
-        f"{skipped}; curated grew by {total_after - total_before}"
-    )
-    return _trip_on_failure(context, breaker, ACCOUNTING_CHECK, result, why)
+    result = AssetCheckResult(passed=account.holds, severity=AssetCheckSeverity.ERROR, metadata=metadata)
+    return _trip_on_failure(context, breaker, ACCOUNTING_CHECK, result, account.why())
 
 
 @asset_check(
@@ -263,29 +229,20 @@ def curated_freshness(
 ) -> AssetCheckResult:
     tables = catalog.tables()
     standardized, curated = tables["standardized"], tables["curated"]
-    published, merged = wap.ledger(standardized), wap.ledger(curated)
-    now_ms = datetime.now(UTC).timestamp() * 1000
-    # Batches above curated's watermark that standardized holds: those above its own watermark, and
-    # those it has passed that exist (the manifests after curated's watermark).
-    candidates = set(published.batches) | set(aws.batch_ids_after(merged.low))
-    pending = sorted(b for b in candidates if b in published and b not in merged)
-    oldest_lag_s = 0.0
-    if pending:
-        # Maintenance keeps standardized's commit of a batch that curated has not merged yet.
-        snapshot = wap.published_snapshot(standardized, pending[0])
-        oldest_lag_s = max(0.0, (now_ms - snapshot.timestamp_ms) / 1000) if snapshot else 0.0
+    now = datetime.now(UTC)
+    lag = curated_lag(standardized, curated, aws.batch_ids_after, now)
     head = curated.current_snapshot()
     max_lag_s = aws.settings().curated_max_lag_minutes * 60
     return AssetCheckResult(
-        passed=oldest_lag_s <= max_lag_s,
+        passed=lag.oldest_lag_s <= max_lag_s,
         severity=AssetCheckSeverity.WARN,
         metadata={
-            "pending_batches": len(pending),
-            "oldest_pending_lag_s": MetadataValue.float(round(oldest_lag_s, 1)),
+            "pending_batches": len(lag.pending),
+            "oldest_pending_lag_s": MetadataValue.float(round(lag.oldest_lag_s, 1)),
             "max_lag_s": max_lag_s,
             "last_commit_age_s": MetadataValue.float(
-                round((now_ms - head.timestamp_ms) / 1000, 1) if head else 0.0
+                round(now.timestamp() - head.timestamp_ms / 1000, 1) if head else 0.0
             ),
-            "sample_pending": MetadataValue.json(pending[:10]),
+            "sample_pending": MetadataValue.json(lag.pending[:10]),
         },
     )

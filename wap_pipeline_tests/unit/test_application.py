@@ -2,6 +2,7 @@
 recompute its days' totals, on a real (SQLite) catalog with the arrow engine, each port a plain
 function, as the assets wire them."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -12,6 +13,8 @@ from wap_pipeline.application.curated import (
     CuratePorts,
     Merged,
     NotInStandardizedError,
+    account_rows,
+    curated_lag,
     merge_batch,
 )
 from wap_pipeline.application.daily_totals import (
@@ -180,3 +183,25 @@ def test_steps_refuse_a_batch_their_upstream_does_not_hold(tables):
             TotalsPorts(ArrowEngine(), tables["curated"], tables["daily_totals"], lambda last: []), "b9"
         )
     assert tables["curated"].refresh().current_snapshot() is None
+
+
+def test_a_merged_batch_accounts_for_every_row_and_a_pending_one_shows_its_lag(tables):
+    land(tables["raw"], "b3", make_events(8, seed=5, now=LANDED))
+    list(publish_batch(standardize_ports(tables), "b3"))
+    standardized = tables["standardized"].refresh()
+    # Iceberg stamps commits with the clock: the lag is measured from the commit, never a literal date.
+    published_s = wap.published_snapshot(standardized, "b3").timestamp_ms / 1000
+    later = datetime.fromtimestamp(published_s + 90, UTC)
+    lag = curated_lag(standardized, tables["curated"], lambda last: [], later)
+    assert lag.pending == ["b3"] and lag.oldest_lag_s == pytest.approx(90)
+    not_merged = account_rows(standardized, tables["curated"], "b3")
+    assert not not_merged.holds and not_merged.why() == "batch missing from standardized or curated"
+
+    ports = CuratePorts(ArrowEngine(), standardized, tables["curated"], lambda last: [], 7, 8, lambda: later)
+    merge_batch(ports, "b3")
+    curated = tables["curated"].refresh()
+    account = account_rows(standardized, curated, "b3")
+    assert account.holds and (account.standardized_rows, account.inserted, account.net_new_rows) == (8, 8, 8)
+    assert curated_lag(standardized, curated, lambda last: [], later).pending == []
+    lost_one = replace(account, standardized_rows=9)  # what a merge that dropped a row would record
+    assert not lost_one.holds and lost_one.why().startswith("standardized 9 vs inserted 8")
