@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from wap_pipeline import local_stack
@@ -24,3 +26,14 @@ def test_local_up_status_down_by_pid(tmp_path, monkeypatch):
     assert "stopped" in run_cli("local", "down").stdout
     assert not local_stack.answers(settings.local_endpoint)
     assert "no local AWS server" in run_cli("local", "down").stdout
+
+
+def test_a_server_started_in_this_process_is_gone_after_down(tmp_path):
+    """The suite's and the chaos harness's own server: `down` reaps it (a child left a zombie still
+    answers ``kill(pid, 0)``, so `down` used to wait out its timeout and leave it in the process table)."""
+    settings = Settings(local_port=free_port(), state_dir=str(tmp_path))
+    pid = local_stack.up(settings).pid
+    assert pid is not None
+    assert local_stack.down(settings, timeout_s=60.0) is True
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie left behind
