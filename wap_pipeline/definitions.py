@@ -6,7 +6,7 @@ variables, :class:`~wap_pipeline.settings.Settings`): the profile picks the endp
 the values show in the UI as each resource's ``config``. Tests wire their own with :func:`resources_for`.
 """
 
-from dagster import ConfigurableResource, Definitions, definitions
+from dagster import ConfigurableResource, Definitions, JobDefinition, definitions
 
 from wap_pipeline.assets.curated import (
     curated_events,
@@ -83,3 +83,9 @@ def defs() -> Definitions:
         sensors=[sqs_sensor, landing_sensor, alerts_sensor],
         resources=resources_for(Settings.from_env()),
     )
+
+
+def job_named(name: str) -> JobDefinition:
+    """One job of :func:`defs`, resolved with its resources: what a headless run reconstructs
+    (``dagster.build_reconstructable_job``) in the process that executes it."""
+    return defs().resolve_job_def(name)

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,10 +23,10 @@ from dagster import (
     DagsterRunStatus,
     RunsFilter,
     SensorDefinition,
+    build_reconstructable_job,
     build_sensor_context,
+    partition_loading_context,
 )
-from dagster._core.definitions.partitions.context import partition_loading_context
-from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.remote_origin import (
@@ -34,7 +35,6 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.utils import make_new_run_id
 
 from wap_pipeline.definitions import defs, resources_for
 from wap_pipeline.ingest import sqs as sqs_calls
@@ -96,10 +96,9 @@ def _remote_origin(job_name: str) -> RemoteJobOrigin:
 
 
 def _reconstructable(job_name: str):
-    repository = ReconstructableRepository.for_module(
-        DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
+    job = build_reconstructable_job(
+        DEFINITIONS_MODULE, "job_named", (job_name,), reconstructor_working_directory=os.getcwd()
     )
-    job = repository.get_reconstructable_job(job_name)
     # Dagster keeps the last job definition it loaded, per process, and the definitions are wired
     # from the process's environment when they load (wap_pipeline.definitions). A process may drive
     # several environments one after another (the chaos harness runs the CLIs in-process, one
@@ -138,7 +137,7 @@ def launch_run(
             "root_run_id": parent.root_run_id or parent.run_id,
         }
         tags = {**parent.tags, **tags}
-    run_id = make_new_run_id()
+    run_id = str(uuid.uuid4())
     run = instance.create_run_for_job(
         job_def=job_def,
         run_id=run_id,
