@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import orjson
 import pyarrow as pa
@@ -85,21 +86,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set ``WAP_*`` / ``DAGSTER_HOME`` variables for one scenario; restore them afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def scenario_env(root: Path, name: str, **extra: str) -> dict[str, str]:
@@ -629,7 +615,7 @@ def main_batch(args, root: Path) -> dict:
     from wap_pipeline.state import ensure_dagster_home
 
     out: dict = {}
-    with environment(**scenario_env(root, "main")):
+    with mock.patch.dict(os.environ, scenario_env(root, "main")):
         settings = Settings.from_env()
         provision(settings)
         ensure_dagster_home(settings)
@@ -704,7 +690,7 @@ def growth_series(args, root: Path) -> dict:
     from wap_pipeline.state import ensure_dagster_home
 
     runs = []
-    with environment(**scenario_env(root, "growth")):
+    with mock.patch.dict(os.environ, scenario_env(root, "growth")):
         settings = Settings.from_env()
         provision(settings)
         ensure_dagster_home(settings)
@@ -741,7 +727,7 @@ def ingest(args, root: Path) -> dict:
     from wap_pipeline.provision import provision
     from wap_pipeline.settings import Settings
 
-    with environment(**scenario_env(root, "ingest")):
+    with mock.patch.dict(os.environ, scenario_env(root, "ingest")):
         settings = Settings.from_env()
         provision(settings)
         log(f"ingest: {args.ingest_messages:,} messages, forwarder vs bare receive+delete")
@@ -757,7 +743,7 @@ def latency(args, root: Path) -> dict:
     from wap_pipeline.settings import Settings
     from wap_pipeline.state import ensure_dagster_home
 
-    with environment(**scenario_env(root, "latency")):
+    with mock.patch.dict(os.environ, scenario_env(root, "latency")):
         settings = Settings.from_env()
         provision(settings)
         ensure_dagster_home(settings)
@@ -964,7 +950,7 @@ def local_server(prefix: str, keep: bool = False) -> Iterator[Path]:
     }
     for name in [n for n in os.environ if n.startswith("PYICEBERG_CATALOG__")]:
         del os.environ[name]  # the embedded SQLite catalog of each scenario's state directory
-    with environment(**base):
+    with mock.patch.dict(os.environ, base):
         server = Settings.from_env()
         local_stack.up(server)
         log(f"local AWS server on port {port}; state in {root}")

@@ -41,6 +41,7 @@ import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -120,7 +121,7 @@ def one_size(events: int, quarantined: int, root: Path) -> dict:
 
     name = f"spark{events}"
     out: dict = {"events": events}
-    with bench.environment(**bench.scenario_env(root, name, WAP_ENGINE="spark")):
+    with mock.patch.dict(os.environ, bench.scenario_env(root, name, WAP_ENGINE="spark")):
         settings = Settings.from_env()
         provision(settings)
         ensure_dagster_home(settings)
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         # API); every scenario's catalog gets a session on it.
         from wap_pipeline.settings import Settings
 
-        with bench.environment(**bench.scenario_env(root, "spark-context")):
+        with mock.patch.dict(os.environ, bench.scenario_env(root, "spark-context")):
             spark_engine.spark_session(
                 Settings.from_env(),
                 {

@@ -9,8 +9,8 @@ failure -- without a process to start and the definitions to import again per co
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from unittest import mock
 
 from dagster import DagsterInstance
 
@@ -25,21 +25,7 @@ def drive(
     """Run until idle (a failed run does not stop the others; ``.failed`` lists them). ``env`` is set
     for this drive only, as `WAP_X=... wap-pipeline run --until-idle` would set it for one command."""
     ensure_dagster_home(settings or Settings.from_env())
-    with _environment(env or {}), DagsterInstance.get() as instance:
+    with mock.patch.dict(os.environ, env or {}), DagsterInstance.get() as instance:
         report = run_until_idle(instance, timeout_s, log_level="WARNING")
     assert report.idle, f"the pipeline was not idle after {timeout_s:.0f}s: {report.runs}"
     return report
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import orjson
 from click.testing import CliRunner
@@ -338,118 +339,103 @@ def run_schedule(server: Settings, plan: Plan, workdir: Path) -> Outcome:
     outcome = Outcome(plan.seed, plan.describe())
     started = time.monotonic()
     state = workdir / f"schedule-{plan.seed}"
-    saved = {
-        k: os.environ.get(k)
-        for k in (
-            *CHAOS_ENV,
-            "WAP_LOCAL_PORT",
-            "AWS_ENDPOINT_URL",
-            "WAP_STATE_DIR",
-            "DAGSTER_HOME",
-            "WAP_FAULTS",
-        )
-    }
     local_stack.reset(server)
-    try:
-        with FaultProxy(server.local_endpoint, FaultPlan(seed=plan.seed)) as proxy:
-            env = _schedule_env(server, proxy, state)
-            os.environ.update(env)
-            home = state / "dagster_home"
-            home.mkdir(parents=True)
-            (home / "dagster.yaml").write_text(
-                (repository_root() / "dagster.yaml").read_text() + NO_COMPUTE_LOGS
-            )
-            os.environ.pop("WAP_FAULTS", None)
-            settings = Settings.from_env()
-            provision(settings)
-            operator = Operator(outcome.transcript)
-            _send(settings, plan.messages)
-
-            # Faults on: throttling, partial puts, maybe a blackout, maybe a kill -9.
-            proxy.plan.error_rate = plan.error_rate
-            proxy.plan.partial_put_rate = plan.partial_put_rate
-            failpoints.reset()
-            # The runs are forked before the blackout timer and the foreign writer start: a fork
-            # taken while another thread of this process holds an import lock (the writer's first
-            # append imports lazily) inherits the lock held forever, and the run hangs on its next
-            # import (seen as a 300 s timeout in CI under load).
-            # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
-            # the writer leases keep them from committing to one table at once. It carries the same
-            # kill: which of the two reaches the point first is a race (on a loaded machine the second
-            # one often drains the queue before the first starts), and the kill is the point.
-            second_log = state / "second-runner.log"
-            second = (
-                _fork_run(_faults(plan, with_kill=True, lost_response=False), second_log)
-                if plan.second_runner
-                else None
-            )
-            killed_log = state / "killed-run.log"
-            faulted = _fork_run(_faults(plan, with_kill=True), killed_log) if plan.kill_point else None
-            timer = None
-            if plan.blackout:
-                after, seconds, mode = plan.blackout
-                timer = threading.Timer(after, proxy.plan.blackout, args=(seconds, mode))
-                timer.daemon = True
-                timer.start()
-            writer = ConflictingWriter(settings, plan.seed) if plan.conflicting_writer else None
-            if writer is not None:
-                writer.start()
-            if faulted is not None:
-                command = f"WAP_FAULTS={_faults(plan, with_kill=True)} wap-pipeline run --until-idle"
-                outcome.killed = _killed(_wait(faulted, command, outcome.transcript, killed_log))
-            else:
-                os.environ["WAP_FAULTS"] = _faults(plan, with_kill=False)
-                operator.wap("run", "--until-idle", "--timeout", "240")
-                os.environ.pop("WAP_FAULTS", None)
-            if second is not None:
-                status = _wait(
-                    second,
-                    "wap-pipeline run --until-idle  (the second runner)",
-                    outcome.transcript,
-                    second_log,
+    # Every variable the schedule sets (its endpoints, state, faults) is put back afterwards.
+    with mock.patch.dict(os.environ):
+        try:
+            with FaultProxy(server.local_endpoint, FaultPlan(seed=plan.seed)) as proxy:
+                env = _schedule_env(server, proxy, state)
+                os.environ.update(env)
+                home = state / "dagster_home"
+                home.mkdir(parents=True)
+                (home / "dagster.yaml").write_text(
+                    (repository_root() / "dagster.yaml").read_text() + NO_COMPUTE_LOGS
                 )
-                if plan.kill_point and _killed(status):
-                    outcome.killed = True
-            if writer is not None:
-                writer.stop.set()
-                writer.join()
-                outcome.transcript.append(f"conflicting writer: {writer.commits} commit(s)")
-            if timer is not None:
-                timer.join()
-                while proxy.plan.in_blackout():
-                    time.sleep(0.1)
-            _send(settings, plan.later)  # a later wave arrives whatever state the pipeline is in
-            if plan.lose_instance:
-                outcome.published_before_loss = _lose_instance(settings, home)
-            if plan.maintain_at == "before_recovery":
-                operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")
+                os.environ.pop("WAP_FAULTS", None)
+                settings = Settings.from_env()
+                provision(settings)
+                operator = Operator(outcome.transcript)
+                _send(settings, plan.messages)
 
-            # Faults off ("AWS recovered"); the operator recovers with documented commands only.
-            proxy.plan.error_rate = proxy.plan.partial_put_rate = 0.0
-            outcome.violations += recover(operator, settings)
-            replays = [m for m in plan.all_messages() if m.fixed is not None]
-            if replays and not outcome.violations:
-                _claim_replays(settings, replays)  # must stay masked
-                outcome.violations += _replay(operator, state, replays)
+                # Faults on: throttling, partial puts, maybe a blackout, maybe a kill -9.
+                proxy.plan.error_rate = plan.error_rate
+                proxy.plan.partial_put_rate = plan.partial_put_rate
+                failpoints.reset()
+                # The runs are forked before the blackout timer and the foreign writer start: a fork
+                # taken while another thread of this process holds an import lock (the writer's first
+                # append imports lazily) inherits the lock held forever, and the run hangs on its next
+                # import (seen as a 300 s timeout in CI under load).
+                # A second runner beside the faulted one (another `run --until-idle`, a second daemon):
+                # the writer leases keep them from committing to one table at once. It carries the same
+                # kill: which of the two reaches the point first is a race (on a loaded machine the second
+                # one often drains the queue before the first starts), and the kill is the point.
+                second_log = state / "second-runner.log"
+                second = (
+                    _fork_run(_faults(plan, with_kill=True, lost_response=False), second_log)
+                    if plan.second_runner
+                    else None
+                )
+                killed_log = state / "killed-run.log"
+                faulted = _fork_run(_faults(plan, with_kill=True), killed_log) if plan.kill_point else None
+                timer = None
+                if plan.blackout:
+                    after, seconds, mode = plan.blackout
+                    timer = threading.Timer(after, proxy.plan.blackout, args=(seconds, mode))
+                    timer.daemon = True
+                    timer.start()
+                writer = ConflictingWriter(settings, plan.seed) if plan.conflicting_writer else None
+                if writer is not None:
+                    writer.start()
+                if faulted is not None:
+                    command = f"WAP_FAULTS={_faults(plan, with_kill=True)} wap-pipeline run --until-idle"
+                    outcome.killed = _killed(_wait(faulted, command, outcome.transcript, killed_log))
+                else:
+                    os.environ["WAP_FAULTS"] = _faults(plan, with_kill=False)
+                    operator.wap("run", "--until-idle", "--timeout", "240")
+                    os.environ.pop("WAP_FAULTS", None)
+                if second is not None:
+                    status = _wait(
+                        second,
+                        "wap-pipeline run --until-idle  (the second runner)",
+                        outcome.transcript,
+                        second_log,
+                    )
+                    if plan.kill_point and _killed(status):
+                        outcome.killed = True
+                if writer is not None:
+                    writer.stop.set()
+                    writer.join()
+                    outcome.transcript.append(f"conflicting writer: {writer.commits} commit(s)")
+                if timer is not None:
+                    timer.join()
+                    while proxy.plan.in_blackout():
+                        time.sleep(0.1)
+                _send(settings, plan.later)  # a later wave arrives whatever state the pipeline is in
+                if plan.lose_instance:
+                    outcome.published_before_loss = _lose_instance(settings, home)
+                if plan.maintain_at == "before_recovery":
+                    operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")
+
+                # Faults off ("AWS recovered"); the operator recovers with documented commands only.
+                proxy.plan.error_rate = proxy.plan.partial_put_rate = 0.0
                 outcome.violations += recover(operator, settings)
-            if plan.maintain_at == "after_recovery" and not outcome.violations:
-                operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")
-                # Every batch again, as an operator re-running old partitions would: nothing may change.
-                outcome.violations += _rerun_everything_changes_nothing(operator, settings)
-            code, output = operator.wap("status", "--json")
-            status = json.loads(output) if output.strip().startswith("{") else None
-            outcome.violations += check_invariants(settings, plan, status, outcome.published_before_loss)
-            outcome.transcript.append(
-                f"proxy: {proxy.stats.errors_injected} errors, {proxy.stats.partial_puts} partial puts "
-                f"({proxy.stats.records_refused} records refused), {proxy.stats.blacked_out} blacked out"
-            )
-    except Exception as error:  # a crash of the harness or of a command is a failed schedule too
-        outcome.violations.append(f"schedule raised {type(error).__name__}: {error}")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+                replays = [m for m in plan.all_messages() if m.fixed is not None]
+                if replays and not outcome.violations:
+                    _claim_replays(settings, replays)  # must stay masked
+                    outcome.violations += _replay(operator, state, replays)
+                    outcome.violations += recover(operator, settings)
+                if plan.maintain_at == "after_recovery" and not outcome.violations:
+                    operator.wap("maintain", "--older-than", "0s", "--reason", "chaos: aggressive expiry")
+                    # Every batch again, as an operator re-running old partitions would: nothing may change.
+                    outcome.violations += _rerun_everything_changes_nothing(operator, settings)
+                code, output = operator.wap("status", "--json")
+                status = json.loads(output) if output.strip().startswith("{") else None
+                outcome.violations += check_invariants(settings, plan, status, outcome.published_before_loss)
+                outcome.transcript.append(
+                    f"proxy: {proxy.stats.errors_injected} errors, {proxy.stats.partial_puts} partial puts "
+                    f"({proxy.stats.records_refused} records refused), {proxy.stats.blacked_out} blacked out"
+                )
+        except Exception as error:  # a crash of the harness or of a command is a failed schedule too
+            outcome.violations.append(f"schedule raised {type(error).__name__}: {error}")
     outcome.seconds = time.monotonic() - started
     return outcome
