@@ -82,7 +82,7 @@ def test_dlq_redrive_after_a_fix_keeps_the_original_message_id(stack):
     # 320-byte limit that the other events (about 250 bytes) fit.
     events[2]["account_id"] = "acct_" + "9" * 123
     ids = send_raw(stack, [orjson.dumps(e).decode() for e in events])
-    run_cli("run", "--until-idle", env={"WAP_MAX_PAYLOAD_BYTES": "320"})
+    assert not drive(env={"WAP_MAX_PAYLOAD_BYTES": "320"}).failed
     (dead,) = dlq_messages(stack)
     assert dead.message_id == ids[2]
 

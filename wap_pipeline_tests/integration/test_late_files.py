@@ -41,7 +41,7 @@ def test_a_file_whose_notification_was_lost_is_named_then_adopted(stack):
     key, _ = land_file(stack, _bodies(events))
     sqs = aws.client("sqs", stack)
     sqs.purge_queue(QueueUrl=queue_url(sqs, stack.landing_events_queue))  # the notification is lost
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
     assert curated_key_counts(stack) == {}, "nobody announced the file: no batch read it"
 
     evaluation = check_evaluations(["raw", "events"], "landed_files_reconciled")[0]  # the newest
@@ -54,7 +54,7 @@ def test_a_file_whose_notification_was_lost_is_named_then_adopted(stack):
         run_cli("reconcile", "--adopt", "--json", "--reason", "lost notification", env=NO_GRACE).stdout
     )
     assert len(adopted["adopted_batches"]) == 1
-    run_cli("run", "--until-idle", env=NO_GRACE)
+    assert not drive(env=NO_GRACE).failed
     assert set(curated_key_counts(stack)) == {e["idempotency_key"] for e in events}
     assert json.loads(run_cli("reconcile", "--json", env=NO_GRACE).stdout)["unbatched"] == []
     run_cli("status", "--check")

@@ -1,4 +1,5 @@
-"""docs/runbook.md is executable: for each failure mode, create it on a fresh stack, then run the
+"""docs/runbook.md is executable: for each failure mode, create it on a fresh stack (the pipeline driven
+in this process, or `wap-pipeline` where the command's exit or death is the failure), then run the
 runbook's own blocks (``sh runbook=<id> step=recover|confirm``) exactly as written."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from wap_pipeline.events import make_events
 from wap_pipeline_tests.conftest import free_port
 from wap_pipeline_tests.fault_proxy import FaultProxy
+from wap_pipeline_tests.inprocess import drive
 from wap_pipeline_tests.integration.cli import BIN, run_cli
 from wap_pipeline_tests.integration.dagster_dev import dagster_dev
 from wap_pipeline_tests.integration.helpers import land_file, scripted_editor, send, send_raw
@@ -79,7 +81,7 @@ def malformed_json(stack, resources: ExitStack) -> dict[str, str]:
             "\ufeff" + bom,
         ],
     )
-    run_cli("run", "--until-idle")
+    assert not drive().failed
     editor = scripted_editor(stack.state_dir, ",}", "}")
     return {"GARBAGE_ID": garbage, "PATCH_ID": patch, "EDIT_ID": edit, "EDITOR": editor}
 
@@ -88,7 +90,7 @@ def throttling(stack, resources: ExitStack) -> dict[str, str]:
     proxy = resources.enter_context(FaultProxy(stack.endpoint_url))
     proxy.plan.error_rate = proxy.plan.partial_put_rate = 0.2
     send(stack, make_events(20, seed=302))
-    run_cli("run", "--until-idle", env={"AWS_ENDPOINT_URL": proxy.endpoint})
+    assert not drive(env={"AWS_ENDPOINT_URL": proxy.endpoint}).failed
     assert proxy.stats.errors_injected > 0
     return {}
 
@@ -105,7 +107,7 @@ def schema_mismatch(stack, resources: ExitStack) -> dict[str, str]:
     events = make_events(10, seed=304)
     events[2]["loyalty_tier"] = "gold"
     send(stack, events)
-    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    assert drive().failed
     return {"BATCH_ID": batch_of_last_run()}
 
 
@@ -113,14 +115,14 @@ def cde_violation(stack, resources: ExitStack) -> dict[str, str]:
     events = make_events(10, seed=305)
     events[4]["idempotency_key"] = None
     send(stack, events)
-    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    assert drive().failed
     return {"BATCH_ID": batch_of_last_run(), "EVENT_ID": events[4]["event_id"]}
 
 
 def curated_failure(stack, resources: ExitStack) -> dict[str, str]:
     send(stack, make_events(10, seed=306))
     faults = {"WAP_FAULTS": "curated.before_commit=raise*"}
-    assert run_cli("run", "--until-idle", check=False, env=faults).returncode == 1
+    assert drive(env=faults).failed
     url = resources.enter_context(dagster_dev(Path(stack.state_dir) / "dagster-dev.log"))
     return {"BATCH_ID": batch_of_last_run(), "DAGSTER_URL": url}
 
@@ -138,7 +140,7 @@ def bad_character(stack, resources: ExitStack) -> dict[str, str]:
     events = make_events(30, seed=308)
     events[17]["currency"] = "US\x1fD"
     key, _ = land_file(stack, [orjson.dumps(e).decode() for e in events])
-    assert run_cli("run", "--until-idle", check=False).returncode == 1
+    assert drive().failed
     return {"FILE_URI": f"s3://{stack.landing_bucket}/{key}", "EVENT_ID": events[17]["event_id"]}
 
 
