@@ -31,7 +31,7 @@ from wap_pipeline.operations.actions import Operator
 from wap_pipeline.operations.maintenance import LAYERS, maintain
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, IcebergCatalogResource
-from wap_pipeline.retry_policy import transient_retry_policy
+from wap_pipeline.retry_policy import retried_when_transient
 
 PIPELINE_JOB = "standard_ingest"
 INGEST_JOB = "ingest_sqs_to_firehose"
@@ -42,26 +42,26 @@ WRITER_TAG = "wap/writer"
 
 @op(
     description="Receive from SQS, forward to Firehose, delete a message only after Firehose accepted it.",
-    retry_policy=transient_retry_policy(),
 )
 def forward_sqs_to_firehose(context: OpExecutionContext, aws: AwsResource) -> None:
     settings = aws.settings()
-    try:
-        stats = drain(
-            aws.client("sqs"),
-            aws.client("firehose"),
-            aws.queue_url(),
-            settings.stream_name,
-            group_size=settings.forward_batch_records,
-            visibility_timeout_s=settings.visibility_timeout_s,
-            max_messages=settings.ingest_max_messages_per_run,
-            wait_s=settings.receive_wait_s,
-            limits=settings.payload_limits,
-            breaker=forwarder_breaker(aws.client("dynamodb"), settings),
-            receipts=receipt_log(aws.client("s3"), settings),
-        )
-    except PartialFailureError as error:
-        raise Failure(str(error), allow_retries=True) from error
+    with retried_when_transient(context, settings):
+        try:
+            stats = drain(
+                aws.client("sqs"),
+                aws.client("firehose"),
+                aws.queue_url(),
+                settings.stream_name,
+                group_size=settings.forward_batch_records,
+                visibility_timeout_s=settings.visibility_timeout_s,
+                max_messages=settings.ingest_max_messages_per_run,
+                wait_s=settings.receive_wait_s,
+                limits=settings.payload_limits,
+                breaker=forwarder_breaker(aws.client("dynamodb"), settings),
+                receipts=receipt_log(aws.client("s3"), settings),
+            )
+        except PartialFailureError as error:
+            raise Failure(str(error), allow_retries=True) from error
     for rejection in stats.rejections:
         context.log.warning(
             f"rejected message {rejection.message_id} (receive {rejection.receive_count} of "

@@ -4,11 +4,6 @@ their data, not the CLI or a crash (those keep `wap-pipeline run --until-idle` a
 It is the headless runner itself (:func:`wap_pipeline.runner.run_until_idle`, what `run --until-idle`
 calls), so the sensors keep one cursor each and the runs are the same runs, re-executable from
 failure -- without a process to start and the definitions to import again per command.
-
-One difference: the steps' retry policy (:mod:`wap_pipeline.retry_policy`) is fixed when this process
-first imports the definitions, before any fixture sets ``WAP_STEP_RETRY_DELAY_S``, so a step that fails
-retries here after 2 s, doubling (a minute and more for five retries); ``env`` cannot change that. A
-test whose step fails and retries to the end runs the CLI.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What every step does around its own work: fail fast on a RED breaker, trip the breaker when it
-finally fails (after the retries of :mod:`wap_pipeline.retry_policy`)."""
+finally fails (after the retries of :mod:`wap_pipeline.retry_policy`, asked for here)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,7 @@ from contextlib import contextmanager
 from dagster import AssetExecutionContext, Failure, RetryRequested
 
 from wap_pipeline.resources.breaker import CircuitBreakerResource
-
-
-def _will_be_retried(context: AssetExecutionContext, error: Exception) -> bool:
-    if isinstance(error, Failure) and not error.allow_retries:
-        return False
-    policy = context.op_def.retry_policy
-    return policy is not None and context.retry_number < policy.max_retries
+from wap_pipeline.retry_policy import retried_when_transient
 
 
 @contextmanager
@@ -23,13 +17,11 @@ def guarded_by_breaker(context: AssetExecutionContext, breaker: CircuitBreakerRe
     """Check the breaker before any input is read; trip it when the step fails for good."""
     breaker.ensure_green()
     try:
-        yield
+        with retried_when_transient(context, breaker.config.settings()):
+            yield
     except RetryRequested:
-        raise  # a transient conflict the step retries itself; not a reason to stop the pipeline
+        raise  # retried (a transient error, a publish conflict): not a reason to stop the pipeline
     except Exception as error:
-        if _will_be_retried(context, error):
-            context.log.warning(f"attempt {context.retry_number + 1} failed, will retry: {error}")
-            raise
         reason = error.description if isinstance(error, Failure) and error.description else str(error)
         state = breaker.breaker().trip(
             reason=f"{context.asset_key.to_user_string()}: {reason}",

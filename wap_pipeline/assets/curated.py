@@ -37,7 +37,6 @@ from wap_pipeline.assets.standardized import STANDARDIZED_KEY
 from wap_pipeline.iceberg import wap
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
-from wap_pipeline.retry_policy import transient_retry_policy
 from wap_pipeline.rules.curated import DedupWindow
 
 CURATED_KEY = AssetKey(["curated", "events"])
@@ -64,7 +63,6 @@ def _window_of(summary: dict) -> DedupWindow | None:
     key=CURATED_KEY,
     deps=[STANDARDIZED_KEY],
     partitions_def=landing_batches,
-    retry_policy=transient_retry_policy(),
     group_name="curated",
     owners=["team:data-platform"],
     kinds={"iceberg"},

@@ -20,7 +20,6 @@ from wap_pipeline.assets.curated import CURATED_KEY
 from wap_pipeline.iceberg import wap
 from wap_pipeline.partitions import landing_batches
 from wap_pipeline.resources import AwsResource, CircuitBreakerResource, EngineResource, IcebergCatalogResource
-from wap_pipeline.retry_policy import transient_retry_policy
 
 DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
 
@@ -29,7 +28,6 @@ DAILY_TOTALS_KEY = AssetKey(["curated", "daily_totals"])
     key=DAILY_TOTALS_KEY,
     deps=[CURATED_KEY],
     partitions_def=landing_batches,
-    retry_policy=transient_retry_policy(),
     group_name="curated",
     owners=["team:finance-analytics"],
     kinds={"iceberg"},

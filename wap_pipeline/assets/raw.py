@@ -27,7 +27,6 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
-from wap_pipeline.retry_policy import transient_retry_policy
 
 RAW_KEY = AssetKey(["raw", "events"])
 
@@ -35,7 +34,6 @@ RAW_KEY = AssetKey(["raw", "events"])
 @asset(
     key=RAW_KEY,
     partitions_def=landing_batches,
-    retry_policy=transient_retry_policy(),
     group_name="ingestion",
     owners=["team:data-platform"],
     kinds={"iceberg", "s3"},

@@ -43,7 +43,6 @@ from wap_pipeline.resources import (
     IcebergCatalogResource,
     QuarantineResource,
 )
-from wap_pipeline.retry_policy import transient_retry_policy
 from wap_pipeline.rules.audit import AuditResult
 
 STANDARDIZED_KEY = AssetKey(["standardized", "events"])
@@ -83,7 +82,6 @@ def _audit_metadata(
     key=STANDARDIZED_KEY,
     deps=[RAW_KEY],
     partitions_def=landing_batches,
-    retry_policy=transient_retry_policy(),
     group_name="standardized",
     owners=["team:data-platform"],
     kinds={"iceberg"},
