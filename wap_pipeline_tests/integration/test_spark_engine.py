@@ -46,9 +46,7 @@ from wap_pipeline.rules.replays import ReplayGrant, body_sha256
 from wap_pipeline.settings import Settings
 from wap_pipeline_tests.wap_cases import raw_batch, write_to_branch
 
-# One pytest worker runs every Spark test (`make test` distributes with --dist loadgroup): one standalone
-# cluster and one SparkContext for them all, not one per worker.
-pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.xdist_group("spark")]
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 PROCESSING_COLUMNS = ("standardized_at", "curated_at")
 
